@@ -1,0 +1,1 @@
+"""Node-side code: the RPC dispatcher and the functions it runs."""

@@ -1,0 +1,145 @@
+"""Node backend: the functions node RPCs run.
+
+Layer: node backend. Stateless apart from the node's own paths: everything
+a call needs arrives in its arguments. Drivers (hypervisors, storage, hook
+scripts) do the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from corral import __version__, hypervisor, storage
+from corral.backend import hooks
+from corral.backend.dispatch import check_complete, handler
+from corral.errors import HypervisorError
+from corral.hypervisor.base import Hypervisor
+from corral.paths import Paths
+from corral.rpc import defs
+from corral.rpc import types as t
+
+
+class NodeBackend:
+    def __init__(self, paths: Paths, node_name: str) -> None:
+        self.paths = paths
+        self.node_name = node_name
+
+    def hv(self, name: str) -> Hypervisor:
+        return hypervisor.get(name, self.paths)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _meminfo() -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            out[key] = int(rest.split()[0]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+@handler(defs.VERSION)
+async def version(b: NodeBackend, args: t.Empty) -> t.VersionResult:
+    return t.VersionResult(protocol=defs.PROTOCOL_VERSION, software=__version__)
+
+
+@handler(defs.NODE_INFO)
+async def node_info(b: NodeBackend, args: t.HypervisorListArgs) -> t.NodeInfo:
+    mem = _meminfo()
+    used = 0
+    for name in args.hypervisors:
+        hv = b.hv(name)
+        used += hv.memory_used(await hv.all_instances_info())
+    total = mem.get("MemTotal", 0)
+    avail = mem.get("MemAvailable", 0)
+    st = storage.fs_usage(b.paths.file_storage_dir)
+    return t.NodeInfo(
+        name=b.node_name,
+        memory_total=total,
+        memory_free=max(0, avail - used),
+        memory_dom0=total - avail,
+        cpu_total=os.cpu_count() or 1,
+        disk_total=st.total,
+        disk_free=st.free,
+        bootid=_boot_id(),
+        time=time.time(),
+    )
+
+
+@handler(defs.ALL_INSTANCES_INFO)
+async def all_instances_info(b: NodeBackend, args: t.HypervisorListArgs) -> t.AllInstancesInfo:
+    out: dict[str, t.InstanceRuntime] = {}
+    for name in args.hypervisors:
+        out.update(await b.hv(name).all_instances_info())
+    return t.AllInstancesInfo(instances=out)
+
+
+@handler(defs.INSTANCE_INFO)
+async def instance_info(b: NodeBackend, args: t.InstanceNameArgs) -> t.InstanceInfoResult:
+    return t.InstanceInfoResult(runtime=await b.hv(args.hypervisor).instance_info(args.name))
+
+
+@handler(defs.INSTANCE_START)
+async def instance_start(b: NodeBackend, args: t.InstanceStartArgs) -> t.Empty:
+    hv = b.hv(args.instance.hypervisor)
+    hv.verify_params(args.instance.hvparams)
+    for d in args.instance.disks:
+        if d.path and not os.path.exists(d.path):
+            raise HypervisorError(f"disk {d.index} of {args.instance.name} is missing: {d.path}")
+    await hv.start(args.instance, paused=args.startup_paused)
+    return t.Empty()
+
+
+@handler(defs.INSTANCE_SHUTDOWN)
+async def instance_shutdown(b: NodeBackend, args: t.InstanceStopArgs) -> t.Empty:
+    await b.hv(args.instance.hypervisor).stop(args.instance, args.force, args.timeout)
+    return t.Empty()
+
+
+@handler(defs.INSTANCE_REBOOT)
+async def instance_reboot(b: NodeBackend, args: t.InstanceRebootArgs) -> t.Empty:
+    hv = b.hv(args.instance.hypervisor)
+    if args.reboot_type == "full":
+        await hv.stop(args.instance, force=False, timeout=args.timeout)
+        await hv.start(args.instance)
+    else:
+        await hv.reboot(args.instance, hard=args.reboot_type == "hard", timeout=args.timeout)
+    return t.Empty()
+
+
+@handler(defs.BLOCKDEV_CREATE)
+async def blockdev_create(b: NodeBackend, args: t.DiskCreateArgs) -> t.Empty:
+    await storage.create(args.disk)
+    return t.Empty()
+
+
+@handler(defs.BLOCKDEV_REMOVE)
+async def blockdev_remove(b: NodeBackend, args: t.DiskRemoveArgs) -> t.Empty:
+    await storage.remove(args.disk)
+    return t.Empty()
+
+
+@handler(defs.HOOKS_RUNNER)
+async def hooks_runner(b: NodeBackend, args: t.HooksRunArgs) -> t.HooksResult:
+    results = await hooks.run_hooks(b.paths.hooks_dir, args.hpath, args.phase, args.env)
+    return t.HooksResult(results=results)
+
+
+@handler(defs.TEST_DELAY)
+async def test_delay(b: NodeBackend, args: t.DelayArgs) -> t.Empty:
+    await asyncio.sleep(max(0.0, args.duration))
+    return t.Empty()
+
+
+check_complete()

@@ -1,0 +1,149 @@
+"""``gnt-node``: node commands, with Ganeti's syntax.
+
+Layer: CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from corral.cli.common import (
+    EXIT_SUCCESS,
+    Command,
+    add_list_options,
+    cli_main,
+    format_unit,
+    list_command,
+    list_fields_command,
+    setup_list_fields,
+    submit_or_wait,
+)
+from corral.cli.gnt_cluster import read_tags
+from corral.client import Client
+
+DEFAULT_FIELDS = ["name", "dtotal", "dfree", "mtotal", "mnode", "mfree", "pinst_cnt", "sinst_cnt"]
+
+INFO_FIELDS = [
+    "name",
+    "uuid",
+    "pip",
+    "sip",
+    "group",
+    "master",
+    "master_candidate",
+    "master_capable",
+    "vm_capable",
+    "offline",
+    "drained",
+    "role",
+    "tags",
+    "pinst_list",
+    "sinst_list",
+    "mtotal",
+    "mnode",
+    "mfree",
+    "dtotal",
+    "dfree",
+    "ctotal",
+]
+
+_ROLES = {"M": "master", "C": "master candidate", "R": "regular", "D": "drained", "O": "offline"}
+
+
+def _setup_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("nodes", nargs="*")
+    add_list_options(p)
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    return list_command(client, "node", args, DEFAULT_FIELDS, args.nodes)
+
+
+def cmd_list_fields(client: Client, args: argparse.Namespace) -> int:
+    return list_fields_command(client, "node", args)
+
+
+def _setup_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("nodes", nargs="*")
+
+
+def cmd_info(client: Client, args: argparse.Namespace) -> int:
+    res = client.query("node", INFO_FIELDS, None, args.nodes or None)
+    for row in res["data"]:
+        v: dict[str, Any] = {
+            f: (val if st == 0 else None) for f, (st, val) in zip(INFO_FIELDS, row, strict=True)
+        }
+        print(f"Node name: {v['name']}")
+        print(f"  UUID: {v['uuid']}")
+        print(f"  primary ip: {v['pip']}")
+        print(f"  secondary ip: {v['sip']}")
+        print(f"  node group: {v['group']}")
+        print(f"  role: {_ROLES.get(v['role'], v['role'])}")
+        for flag in ("master_candidate", "master_capable", "vm_capable", "offline", "drained"):
+            print(f"  {flag.replace('_', ' ')}: {'True' if v[flag] else 'False'}")
+        print(f"  tags: {', '.join(v['tags']) or '(none)'}")
+        for label, key in (
+            ("total memory", "mtotal"),
+            ("memory used by node", "mnode"),
+            ("free memory", "mfree"),
+            ("total disk", "dtotal"),
+            ("free disk", "dfree"),
+        ):
+            val = v[key]
+            print(f"  {label}: {format_unit(val, 'h') if val is not None else '?'}")
+        print(f"  CPUs: {v['ctotal'] if v['ctotal'] is not None else '?'}")
+        print("  primary for instances:")
+        for name in v["pinst_list"] or []:
+            print(f"    - {name}")
+        print("  secondary for instances:")
+        for name in v["sinst_list"] or []:
+            print(f"    - {name}")
+    return EXIT_SUCCESS
+
+
+def _setup_tags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node")
+    p.add_argument("tags", nargs="*")
+    p.add_argument("--from", dest="from_file")
+    p.add_argument("--submit", action="store_true")
+
+
+def cmd_add_tags(client: Client, args: argparse.Namespace) -> int:
+    submit_or_wait(
+        client,
+        [{"OP_ID": "OP_TAGS_SET", "kind": "node", "name": args.node, "tags": read_tags(args)}],
+        args,
+    )
+    return EXIT_SUCCESS
+
+
+def cmd_remove_tags(client: Client, args: argparse.Namespace) -> int:
+    submit_or_wait(
+        client,
+        [{"OP_ID": "OP_TAGS_DEL", "kind": "node", "name": args.node, "tags": read_tags(args)}],
+        args,
+    )
+    return EXIT_SUCCESS
+
+
+def _setup_list_tags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node")
+
+
+def cmd_list_tags(client: Client, args: argparse.Namespace) -> int:
+    for t in client.call("QueryTags", ["node", args.node]):
+        print(t)
+    return EXIT_SUCCESS
+
+
+COMMANDS = [
+    Command("list", cmd_list, _setup_list, "list nodes"),
+    Command("list-fields", cmd_list_fields, setup_list_fields, "list the fields of nodes"),
+    Command("info", cmd_info, _setup_info, "show details of nodes"),
+    Command("add-tags", cmd_add_tags, _setup_tags, "add tags to a node"),
+    Command("remove-tags", cmd_remove_tags, _setup_tags, "remove tags from a node"),
+    Command("list-tags", cmd_list_tags, _setup_list_tags, "list a node's tags"),
+]
+
+main = cli_main("gnt-node", COMMANDS, "Node administration")

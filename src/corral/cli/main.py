@@ -1,0 +1,36 @@
+"""``corral``: one entry point for everything (``corral instance list`` …).
+
+Layer: CLI. ``corral cluster …`` is ``gnt-cluster …`` and so on.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from corral.cli import common, gnt_cluster, gnt_debug, gnt_instance, gnt_job, gnt_node
+from corral.errors import ECode
+
+GROUPS = {
+    "cluster": ("gnt-cluster", gnt_cluster.COMMANDS, "Cluster administration"),
+    "node": ("gnt-node", gnt_node.COMMANDS, "Node administration"),
+    "instance": ("gnt-instance", gnt_instance.COMMANDS, "Instance administration"),
+    "job": ("gnt-job", gnt_job.COMMANDS, "Job queue administration"),
+    "debug": ("gnt-debug", gnt_debug.COMMANDS, "Debugging commands"),
+}
+
+USAGE = "usage: corral {" + ",".join(GROUPS) + "} COMMAND [options]\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        for name, (prog, _c, desc) in GROUPS.items():
+            sys.stdout.write(f"  {name:10s} {desc} (same as {prog})\n")
+        sys.exit(0 if args else ECode.INVAL.exit_code)
+    group = GROUPS.get(args[0])
+    if group is None:
+        sys.stderr.write(f"corral: unknown command group {args[0]!r}\n" + USAGE)
+        sys.exit(ECode.INVAL.exit_code)
+    prog, commands, desc = group
+    sys.exit(common.run(f"corral {args[0]}", commands, desc, args[1:]))

@@ -1,0 +1,1 @@
+"""Cluster configuration: atomic storage (store) and the master's writer."""

@@ -1,0 +1,203 @@
+"""``corral-masterd``: the master daemon, serving LUXI on a UNIX socket.
+
+Layer: daemon (imports ``master``). One asyncio event loop runs the job
+queue, the logical units, queries and the socket server. A malformed
+request gets an error reply; the daemon keeps serving. Only one masterd
+runs per root (an exclusive lock on the pid file).
+
+Usage: ``corral-masterd [-f]`` — without ``-f`` it starts itself in the
+background and returns once the socket answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from corral import luxi
+from corral.errors import CorralError, DaemonError, ProtocolError
+from corral.master import METHODS, Master
+from corral.paths import Paths
+
+log = logging.getLogger("corral.masterd")
+
+
+class LuxiServer:
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.server: asyncio.AbstractServer | None = None
+        self.clients: set[asyncio.Task[Any]] = set()
+
+    async def start(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self.server = await asyncio.start_unix_server(
+            self._client, path=path, limit=luxi.MAX_MESSAGE
+        )
+        os.chmod(path, 0o660)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.clients.add(task)
+        try:
+            while True:
+                try:
+                    data = await reader.readuntil(luxi.ETX)
+                except asyncio.IncompleteReadError:
+                    return
+                except asyncio.LimitOverrunError:
+                    writer.write(
+                        luxi.encode_reply(False, ProtocolError("request too large").to_wire())
+                    )
+                    await writer.drain()
+                    return
+                reply = await self.handle(data[:-1])
+                writer.write(reply)
+                await writer.drain()
+        except (ConnectionError, BrokenPipeError):
+            return
+        finally:
+            self.clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def handle(self, data: bytes) -> bytes:
+        try:
+            req = luxi.decode_request(data)
+            if req.method not in METHODS:
+                raise ProtocolError(f"unknown LUXI method {req.method!r}")
+            result = await getattr(self.master, req.method)(*req.args)
+            return luxi.encode_reply(True, result)
+        except CorralError as err:
+            return luxi.encode_reply(False, err.to_wire())
+        except TypeError as err:  # wrong number of arguments
+            return luxi.encode_reply(False, ProtocolError(f"bad arguments: {err}").to_wire())
+        except Exception as err:
+            log.exception("LUXI request failed")
+            return luxi.encode_reply(False, CorralError(f"internal error: {err!r}").to_wire())
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for t in list(self.clients):
+            t.cancel()
+        await asyncio.gather(*self.clients, return_exceptions=True)
+
+
+def _lock_pidfile(paths: Paths) -> int:
+    paths.masterd_pidfile.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.masterd_pidfile, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DaemonError(f"another corral-masterd is running for {paths.root}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+async def serve(paths: Paths) -> None:
+    master = Master(paths)
+    failed, requeued = master.start()
+    if failed or requeued:
+        log.info(
+            "recovered job queue: %d jobs failed (master restart), %d requeued", failed, requeued
+        )
+    server = LuxiServer(master)
+    await server.start(str(paths.master_socket))
+    log.info("corral-masterd serving on %s", paths.master_socket)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+    await master.stop()
+
+
+def run_foreground(paths: Paths) -> int:
+    paths.ensure()
+    logging.basicConfig(
+        filename=str(paths.masterd_log),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        fd = _lock_pidfile(paths)
+    except DaemonError as err:
+        print(f"corral-masterd: {err}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(serve(paths))
+    except CorralError as err:
+        log.error("cannot start: %s", err)
+        print(f"corral-masterd: {err}", file=sys.stderr)
+        return 1
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(paths.master_socket)
+        os.close(fd)
+    return 0
+
+
+def start_background(paths: Paths, timeout: float = 30.0) -> int:
+    """Start masterd detached; return its pid once the socket answers."""
+    from corral.client import Client
+
+    paths.ensure()
+    errlog = open(paths.log_dir / "masterd.stderr", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral.daemons.masterd", "-f"],
+        stdin=subprocess.DEVNULL,
+        stdout=errlog,
+        stderr=errlog,
+        start_new_session=True,
+        env={**os.environ, "CORRAL_ROOT": str(paths.root)},
+    )
+    errlog.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (paths.log_dir / "masterd.stderr").read_text(errors="replace")[-500:]
+            raise DaemonError(
+                f"corral-masterd exited with status {proc.returncode}: {tail.strip()}"
+            )
+        try:
+            Client(paths).call("QueryConfigValues", [["cluster_name"]])
+            return proc.pid
+        except DaemonError:
+            time.sleep(0.02)
+    raise DaemonError(f"corral-masterd did not answer within {timeout:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="corral-masterd", description=__doc__.splitlines()[0])
+    p.add_argument("-f", "--foreground", action="store_true", help="do not detach")
+    args = p.parse_args(argv)
+    paths = Paths.from_env()
+    if args.foreground:
+        return run_foreground(paths)
+    try:
+        pid = start_background(paths)
+    except CorralError as err:
+        print(f"corral-masterd: {err}", file=sys.stderr)
+        return 1
+    print(f"corral-masterd started (pid {pid})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The narrow hypervisor interface.
+
+Layer: driver (node side). A hypervisor is constructed with the node's
+:class:`~corral.paths.Paths` and knows nothing of the cluster config: it gets
+an :class:`~corral.rpc.types.InstanceSpec` with every parameter filled.
+Parameter checks are two-phase (Ganeti's idea): :attr:`PARAMS` does the pure
+syntax check on the master; :meth:`verify_params` checks the node (files,
+binaries) before a start.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+from corral.params import ParamGroup
+from corral.paths import Paths
+from corral.rpc.types import InstanceRuntime, InstanceSpec
+
+
+class Hypervisor(abc.ABC):
+    NAME: ClassVar[str]
+    PARAMS: ClassVar[ParamGroup[Any]]
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+
+    def verify_params(self, hvparams: dict[str, Any]) -> None:  # noqa: B027
+        """Node-side checks of filled parameters; raise HypervisorError."""
+
+    @abc.abstractmethod
+    async def start(self, inst: InstanceSpec, paused: bool = False) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self, inst: InstanceSpec, force: bool, timeout: float) -> None: ...
+
+    @abc.abstractmethod
+    async def reboot(self, inst: InstanceSpec, hard: bool, timeout: float) -> None: ...
+
+    @abc.abstractmethod
+    async def instance_info(self, name: str) -> InstanceRuntime | None: ...
+
+    @abc.abstractmethod
+    async def all_instances_info(self) -> dict[str, InstanceRuntime]: ...
+
+    def memory_used(self, running: dict[str, InstanceRuntime]) -> int:
+        return sum(r.memory for r in running.values())

@@ -1,0 +1,1 @@
+"""The job queue: model, SQLite store, scheduler and processor."""

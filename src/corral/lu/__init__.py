@@ -1,0 +1,3 @@
+"""Logical units; importing this package registers every LU for its opcode."""
+
+from corral.lu import cluster, instance  # noqa: F401

@@ -1,0 +1,324 @@
+"""Opcodes: typed, tagged records of what a job asks for.
+
+Layer: bottom (imports ``errors``, ``params``). Each opcode is a frozen
+msgspec struct tagged with Ganeti's ``OP_ID`` (``OP_INSTANCE_CREATE``), so a
+job's JSON looks like Ganeti's. Validation happens on decode
+(:func:`decode`): a bad value raises :class:`~corral.errors.ParameterError`
+naming the field, with ``ECODE_INVAL``. Every opcode carries ``dry_run``;
+logical units that change something honour it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from corral.errors import ParameterError, ProtocolError
+
+PRIO_HIGHEST = -20
+PRIO_LOWEST = 19
+PRIO_DEFAULT = 0
+
+HOSTNAME_RE = (
+    r"^(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*$"
+)
+MAC_RE = r"^(auto|generate|[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5})$"
+TAG_RE = r"^[\w.+*/:@-]{1,128}$"
+IP_RE = r"^(pool|none|[0-9.]{7,15}|[0-9a-fA-F:]{2,39})$"
+
+Name = Annotated[str, msgspec.Meta(pattern=HOSTNAME_RE, description="A host name")]
+Tag = Annotated[str, msgspec.Meta(pattern=TAG_RE)]
+Priority = Annotated[int, msgspec.Meta(ge=PRIO_HIGHEST, le=PRIO_LOWEST)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=7 * 86400)]
+SizeMiB = Annotated[int, msgspec.Meta(ge=1, le=1024**3)]
+ParamDict = dict[str, Any]
+JobStatusName = Literal["queued", "waiting", "canceling", "running", "canceled", "success", "error"]
+TagKind = Literal["cluster", "node", "instance", "nodegroup", "network"]
+
+
+def _op_id(class_name: str) -> str:
+    """``OpInstanceCreate`` → ``OP_INSTANCE_CREATE`` (Ganeti's naming)."""
+    return "OP_" + re.sub(r"(?<!^)(?=[A-Z])", "_", class_name[2:]).upper()
+
+
+class OpCode(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="OP_ID",
+    tag=_op_id,
+):
+    """Fields every opcode has (Ganeti's generic opcode parameters)."""
+
+    dry_run: bool = False
+    debug_level: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
+    priority: Priority = PRIO_DEFAULT
+    depends: list[tuple[int, list[JobStatusName]]] | None = None
+    comment: str | None = None
+    reason: list[tuple[str, str, float]] = []
+
+    # Which field names the object the opcode is about (for summaries).
+    DSC_FIELD: ClassVar[str | None] = None
+
+    @property
+    def op_id(self) -> str:
+        return _op_id(type(self).__name__)
+
+    def summary(self) -> str:
+        name = self.op_id[3:]
+        dsc = type(self).DSC_FIELD
+        if dsc:
+            value = getattr(self, dsc, None)
+            if isinstance(value, list):
+                value = ",".join(map(str, value))
+            if value is not None:
+                return f"{name}({value})"
+        return name
+
+
+# --- cluster -------------------------------------------------------------------
+
+
+class OpClusterQuery(OpCode, frozen=True, kw_only=True):
+    pass
+
+
+class OpClusterVerify(OpCode, frozen=True, kw_only=True):
+    skip_checks: list[str] = []
+
+
+class OpClusterDestroy(OpCode, frozen=True, kw_only=True):
+    pass
+
+
+class OpClusterSetParams(OpCode, frozen=True, kw_only=True):
+    hvparams: dict[str, ParamDict] | None = None
+    beparams: ParamDict | None = None
+    nicparams: ParamDict | None = None
+    diskparams: dict[str, ParamDict] | None = None
+    enabled_hypervisors: list[str] | None = None
+    enabled_disk_templates: list[str] | None = None
+    candidate_pool_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    mac_prefix: (
+        Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}$")] | None
+    ) = None
+    max_running_jobs: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    hotplug_by_default: bool | None = None
+
+
+class OpTagsGet(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "name"
+    kind: TagKind
+    name: str | None = None
+
+
+class OpTagsSet(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "name"
+    kind: TagKind
+    name: str | None = None
+    tags: list[Tag]
+
+
+class OpTagsDel(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "name"
+    kind: TagKind
+    name: str | None = None
+    tags: list[Tag]
+
+
+# --- debug -----------------------------------------------------------------------
+
+
+class OpTestDelay(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "duration"
+    duration: Seconds
+    on_master: bool = True
+    on_nodes: list[Name] = []
+    repeat: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 0
+    no_locks: bool = True
+    interruptible: bool = False
+
+
+# --- instances -------------------------------------------------------------------
+
+
+class NicDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A NIC as given to instance creation (Ganeti's NIC dict)."""
+
+    mac: Annotated[str, msgspec.Meta(pattern=MAC_RE)] = "auto"
+    ip: Annotated[str, msgspec.Meta(pattern=IP_RE)] | None = None
+    mode: str | None = None
+    link: str | None = None
+    vlan: str | None = None
+    network: str | None = None
+    name: str | None = None
+
+
+class DiskDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    size: SizeMiB
+    mode: Literal["rw", "ro"] = "rw"
+    name: str | None = None
+    spindles: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class OpInstanceCreate(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    mode: Literal["create", "import"] = "create"
+    disk_template: str = "diskless"
+    disks: list[DiskDef] = []
+    nics: list[NicDef] = []
+    os_type: str = ""
+    pnode: Name | None = None
+    snode: Name | None = None
+    iallocator: str | None = None
+    hypervisor: str | None = None
+    hvparams: ParamDict = {}
+    beparams: ParamDict = {}
+    osparams: ParamDict = {}
+    start: bool = True
+    ip_check: bool = False
+    name_check: bool = False
+    wait_for_sync: bool = True
+    no_install: bool = False
+    tags: list[Tag] = []
+    conflicts_check: bool = True
+
+
+class OpInstanceRemove(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    ignore_failures: bool = False
+    shutdown_timeout: Seconds = 120.0
+
+
+class OpInstanceStartup(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    force: bool = False
+    hvparams: ParamDict = {}
+    beparams: ParamDict = {}
+    ignore_offline_nodes: bool = False
+    startup_paused: bool = False
+
+
+class OpInstanceShutdown(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    force: bool = False
+    timeout: Seconds = 120.0
+    ignore_offline_nodes: bool = False
+    no_remember: bool = False
+
+
+class OpInstanceReboot(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    reboot_type: Literal["soft", "hard", "full"] = "soft"
+    ignore_secondaries: bool = False
+    shutdown_timeout: Seconds = 120.0
+
+
+class OpInstanceRename(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    new_name: Name
+    ip_check: bool = False
+    name_check: bool = False
+
+
+class OpInstanceQueryData(OpCode, frozen=True, kw_only=True):
+    instances: list[str] = []
+    static: bool = False
+    use_locking: bool = False
+
+
+AnyOpCode = (
+    OpClusterQuery
+    | OpClusterVerify
+    | OpClusterDestroy
+    | OpClusterSetParams
+    | OpTagsGet
+    | OpTagsSet
+    | OpTagsDel
+    | OpTestDelay
+    | OpInstanceCreate
+    | OpInstanceRemove
+    | OpInstanceStartup
+    | OpInstanceShutdown
+    | OpInstanceReboot
+    | OpInstanceRename
+    | OpInstanceQueryData
+)
+
+OP_CLASSES: dict[str, type[OpCode]] = {_op_id(cls.__name__): cls for cls in AnyOpCode.__args__}
+
+_decoder = msgspec.json.Decoder(AnyOpCode)
+_encoder = msgspec.json.Encoder()
+
+
+def _field_of(err: msgspec.ValidationError) -> tuple[str, str]:
+    text = str(err)
+    m = re.search(r" - at `\$\.?(.*)`$", text)
+    if m:
+        return (m.group(1) or "opcode"), text[: m.start()]
+    return "opcode", text
+
+
+_FRIENDLY = {
+    HOSTNAME_RE: "not a valid name (letters, digits, '-' and '.', max 63 per label)",
+    MAC_RE: "not a valid MAC address (expected aa:bb:cc:dd:ee:ff, auto or generate)",
+    TAG_RE: "not a valid tag (1-128 of letters, digits and .+*/:@-_)",
+    IP_RE: "not a valid IP address (or pool/none)",
+}
+
+
+def _translate(err: msgspec.ValidationError) -> ParameterError:
+    field, msg = _field_of(err)
+    if field == "OP_ID":
+        msg = msg.replace("Invalid value", "unknown opcode")
+    elif msg.startswith("Object contains unknown field"):
+        m = re.search(r"`(.*)`", msg)
+        name = m.group(1) if m else "?"
+        where = "" if field == "opcode" else f"{field}."
+        return ParameterError(f"{where}{name}", "unknown field")
+    for pattern, friendly in _FRIENDLY.items():
+        if pattern in msg.replace("\\\\", "\\"):
+            msg = friendly
+    return ParameterError(field, msg)
+
+
+def decode(data: bytes | str) -> OpCode:
+    """Decode and validate one opcode from JSON."""
+    try:
+        op: OpCode = _decoder.decode(data)
+        return op
+    except msgspec.ValidationError as err:
+        raise _translate(err) from None
+    except msgspec.DecodeError as err:
+        raise ProtocolError(f"malformed opcode JSON: {err}") from None
+
+
+def from_obj(data: Any) -> OpCode:
+    """Validate one opcode given as already-parsed JSON (a dict with ``OP_ID``)."""
+    if not isinstance(data, dict):
+        raise ParameterError("opcode", f"expected an object, got {type(data).__name__}")
+    if "OP_ID" not in data:
+        raise ParameterError("OP_ID", "missing opcode id")
+    try:
+        op: OpCode = msgspec.convert(data, AnyOpCode)
+        return op
+    except msgspec.ValidationError as err:
+        raise _translate(err) from None
+
+
+def to_obj(op: OpCode) -> dict[str, Any]:
+    obj: dict[str, Any] = msgspec.to_builtins(op)
+    return obj
+
+
+def encode(op: OpCode) -> bytes:
+    return _encoder.encode(op)

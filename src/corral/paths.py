@@ -1,0 +1,84 @@
+"""Where state lives, under one root prefix.
+
+Layer: bottom. ``CORRAL_ROOT`` (default ``/``) prefixes every path, so tests,
+the virtual cluster and several clusters coexist on one host. A real install
+uses ``/etc/corral``, ``/var/lib/corral``, ``/run/corral``, ``/var/log/corral``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        return cls(Path(os.environ.get("CORRAL_ROOT", "/")))
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.root / "etc/corral"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "var/lib/corral"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run/corral"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "var/log/corral"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "config.data"
+
+    @property
+    def queue_db(self) -> Path:
+        return self.data_dir / "queue/jobs.sqlite"
+
+    @property
+    def master_socket(self) -> Path:
+        return self.run_dir / "socket/corral-master"
+
+    @property
+    def masterd_pidfile(self) -> Path:
+        return self.run_dir / "corral-masterd.pid"
+
+    @property
+    def masterd_log(self) -> Path:
+        return self.log_dir / "masterd.log"
+
+    @property
+    def hooks_dir(self) -> Path:
+        return self.conf_dir / "hooks"
+
+    @property
+    def file_storage_dir(self) -> Path:
+        return self.root / "srv/corral/file-storage"
+
+    @property
+    def shared_file_storage_dir(self) -> Path:
+        return self.root / "srv/corral/shared-file-storage"
+
+    def hv_run_dir(self, hypervisor: str) -> Path:
+        return self.run_dir / f"{hypervisor}-hypervisor"
+
+    def ensure(self) -> None:
+        for d in (
+            self.conf_dir,
+            self.data_dir,
+            self.run_dir,
+            self.log_dir,
+            self.queue_db.parent,
+            self.master_socket.parent,
+            self.hooks_dir,
+        ):
+            d.mkdir(parents=True, exist_ok=True)

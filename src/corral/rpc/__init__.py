@@ -1,0 +1,1 @@
+"""Node RPC: the call table (defs), records (types) and the client."""

@@ -1,0 +1,143 @@
+"""The table of node RPCs, declared once.
+
+Layer: wire (imports ``rpc.types``). Each :class:`RpcCall` names its argument
+and result types, whether it goes to one node or many, and its timeout
+class. The client (:mod:`corral.rpc.client`) and the node-side dispatcher
+(:mod:`corral.backend.dispatch`) are both derived from :data:`CALLS`; a call
+without a backend handler is an import-time error, not a runtime surprise.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from corral.rpc import types as t
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+PROTOCOL_VERSION = 1
+
+
+class Timeout(enum.Enum):
+    """Timeout classes (Ganeti's ``RPC_TMO_*``), in seconds."""
+
+    URGENT = 10.0
+    FAST = 60.0
+    NORMAL = 180.0
+    SLOW = 900.0
+    LONG = 3600.0
+
+
+@dataclass(frozen=True)
+class RpcCall(Generic[A, R]):
+    name: str
+    multi: bool
+    timeout: Timeout
+    args: type[A]
+    result: type[R]
+    doc: str
+
+
+CALLS: dict[str, RpcCall[Any, Any]] = {}
+
+
+def _call(
+    name: str, multi: bool, timeout: Timeout, args: type[A], result: type[R], doc: str
+) -> RpcCall[A, R]:
+    call = RpcCall(name, multi, timeout, args, result, doc)
+    assert name not in CALLS, name
+    CALLS[name] = call
+    return call
+
+
+VERSION = _call(
+    "version",
+    True,
+    Timeout.URGENT,
+    t.Empty,
+    t.VersionResult,
+    "Protocol and software version of the node daemon.",
+)
+NODE_INFO = _call(
+    "node_info",
+    True,
+    Timeout.URGENT,
+    t.HypervisorListArgs,
+    t.NodeInfo,
+    "Memory, CPU and storage totals and free amounts of the node.",
+)
+ALL_INSTANCES_INFO = _call(
+    "all_instances_info",
+    True,
+    Timeout.URGENT,
+    t.HypervisorListArgs,
+    t.AllInstancesInfo,
+    "Live state of every instance the node's hypervisors run.",
+)
+INSTANCE_INFO = _call(
+    "instance_info",
+    False,
+    Timeout.URGENT,
+    t.InstanceNameArgs,
+    t.InstanceInfoResult,
+    "Live state of one instance, or null if it does not run.",
+)
+INSTANCE_START = _call(
+    "instance_start",
+    False,
+    Timeout.NORMAL,
+    t.InstanceStartArgs,
+    t.Empty,
+    "Start an instance on this node.",
+)
+INSTANCE_SHUTDOWN = _call(
+    "instance_shutdown",
+    False,
+    Timeout.NORMAL,
+    t.InstanceStopArgs,
+    t.Empty,
+    "Stop an instance (soft, then hard after the timeout).",
+)
+INSTANCE_REBOOT = _call(
+    "instance_reboot",
+    False,
+    Timeout.NORMAL,
+    t.InstanceRebootArgs,
+    t.Empty,
+    "Reboot an instance (soft or hard).",
+)
+BLOCKDEV_CREATE = _call(
+    "blockdev_create",
+    False,
+    Timeout.SLOW,
+    t.DiskCreateArgs,
+    t.Empty,
+    "Create a disk's backing storage.",
+)
+BLOCKDEV_REMOVE = _call(
+    "blockdev_remove",
+    False,
+    Timeout.NORMAL,
+    t.DiskRemoveArgs,
+    t.Empty,
+    "Delete a disk's backing storage (only when the user removed it).",
+)
+HOOKS_RUNNER = _call(
+    "hooks_runner",
+    True,
+    Timeout.NORMAL,
+    t.HooksRunArgs,
+    t.HooksResult,
+    "Run the hook scripts of one hooks path and phase.",
+)
+TEST_DELAY = _call(
+    "test_delay",
+    True,
+    Timeout.LONG,
+    t.DelayArgs,
+    t.Empty,
+    "Sleep on the node (gnt-debug delay --on-nodes).",
+)

@@ -1,0 +1,150 @@
+"""Typed arguments and results of node RPCs.
+
+Layer: wire records (imports ``params`` only). The master fills everything a
+node needs into these records (parameters already inherited), so a backend
+function never reads the cluster config.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from corral.params import BeParams, NicParams
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of RPC records: frozen, keyword-only, strict on decode."""
+
+
+class NicSpec(Record, frozen=True, kw_only=True):
+    uuid: str
+    name: str | None = None
+    index: int
+    mac: str
+    ip: str | None = None
+    nicparams: NicParams
+    network: dict[str, str] = {}  # NETWORK_* values when the NIC is on a network
+
+
+class DiskSpec(Record, frozen=True, kw_only=True):
+    uuid: str
+    name: str | None = None
+    index: int
+    dev_type: str
+    size: int  # MiB
+    mode: Literal["rw", "ro"] = "rw"
+    path: str | None = None
+    params: dict[str, Any] = {}
+
+
+class InstanceSpec(Record, frozen=True, kw_only=True):
+    """An instance as a node sees it: everything filled in."""
+
+    name: str
+    uuid: str
+    hypervisor: str
+    os: str = ""
+    hvparams: dict[str, Any]
+    beparams: BeParams
+    nics: list[NicSpec] = []
+    disks: list[DiskSpec] = []
+    tags: list[str] = []
+    ctime: float = 0.0
+    mtime: float = 0.0
+
+
+class Empty(Record, frozen=True, kw_only=True):
+    pass
+
+
+class VersionResult(Record, frozen=True, kw_only=True):
+    protocol: int
+    software: str
+
+
+class NodeInfo(Record, frozen=True, kw_only=True):
+    name: str
+    memory_total: int  # MiB
+    memory_free: int
+    memory_dom0: int
+    cpu_total: int
+    disk_total: int  # MiB, file storage
+    disk_free: int
+    bootid: str
+    time: float
+
+
+class InstanceStartArgs(Record, frozen=True, kw_only=True):
+    instance: InstanceSpec
+    startup_paused: bool = False
+
+
+class InstanceStopArgs(Record, frozen=True, kw_only=True):
+    instance: InstanceSpec
+    timeout: float = 120.0
+    force: bool = False
+
+
+class InstanceRebootArgs(Record, frozen=True, kw_only=True):
+    instance: InstanceSpec
+    reboot_type: Literal["soft", "hard", "full"] = "soft"
+    timeout: float = 120.0
+
+
+class InstanceNameArgs(Record, frozen=True, kw_only=True):
+    name: str
+    hypervisor: str
+
+
+class HypervisorListArgs(Record, frozen=True, kw_only=True):
+    hypervisors: list[str]
+
+
+class InstanceRuntime(Record, frozen=True, kw_only=True):
+    """Live state of one instance as the hypervisor reports it."""
+
+    name: str
+    state: Literal["running", "paused", "shutdown", "crashed", "blocked"]
+    memory: int
+    vcpus: int
+    uptime: float = 0.0
+    pid: int | None = None
+
+
+class InstanceInfoResult(Record, frozen=True, kw_only=True):
+    runtime: InstanceRuntime | None
+
+
+class AllInstancesInfo(Record, frozen=True, kw_only=True):
+    instances: dict[str, InstanceRuntime]
+
+
+class DiskCreateArgs(Record, frozen=True, kw_only=True):
+    disk: DiskSpec
+    instance_name: str
+
+
+class DiskRemoveArgs(Record, frozen=True, kw_only=True):
+    disk: DiskSpec
+
+
+class HooksRunArgs(Record, frozen=True, kw_only=True):
+    hpath: str
+    phase: Literal["pre", "post"]
+    env: dict[str, str]
+
+
+class HookScriptResult(Record, frozen=True, kw_only=True):
+    script: str
+    status: Literal["success", "fail", "skip"]
+    output: str
+
+
+class HooksResult(Record, frozen=True, kw_only=True):
+    results: list[HookScriptResult]
+
+
+class DelayArgs(Record, frozen=True, kw_only=True):
+    duration: float

@@ -1,0 +1,85 @@
+"""File-backed disk storage (templates ``file`` and ``sharedfile``).
+
+Layer: driver (node side). Images are raw files; they are created when a
+disk is created and deleted only by :func:`remove`, which the master calls
+only when the user removed the disk or the instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import NamedTuple
+
+from corral.errors import ECode, HypervisorError
+from corral.rpc.types import DiskSpec
+
+FILE_TEMPLATES = ("file", "sharedfile")
+
+
+class FsUsage(NamedTuple):
+    total: int  # MiB
+    free: int
+
+
+def fs_usage(path: os.PathLike[str] | str) -> FsUsage:
+    """Size and free space of the filesystem holding ``path`` (or its nearest parent)."""
+    p = os.fspath(path)
+    while p and not os.path.exists(p):
+        p = os.path.dirname(p)
+    try:
+        st = os.statvfs(p or "/")
+    except OSError:
+        return FsUsage(0, 0)
+    return FsUsage(st.f_blocks * st.f_frsize >> 20, st.f_bavail * st.f_frsize >> 20)
+
+
+def _create_sync(disk: DiskSpec) -> None:
+    if disk.dev_type not in FILE_TEMPLATES:
+        raise HypervisorError(f"cannot create disks of type {disk.dev_type!r}", ECode.INVAL)
+    if not disk.path:
+        raise HypervisorError(f"disk {disk.uuid} has no path", ECode.INVAL)
+    os.makedirs(os.path.dirname(disk.path), exist_ok=True)
+    if fs_usage(os.path.dirname(disk.path)).free < disk.size:
+        raise HypervisorError(
+            f"not enough space for a {disk.size} MiB disk in {os.path.dirname(disk.path)}",
+            ECode.NORES,
+        )
+    # O_EXCL: never truncate an image that already exists (it may hold data).
+    try:
+        fd = os.open(disk.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise HypervisorError(f"disk image {disk.path} already exists", ECode.EXISTS) from None
+    try:
+        size = disk.size << 20
+        if disk.params.get("preallocate"):
+            os.posix_fallocate(fd, 0, size)
+        else:
+            os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError as err:
+        os.close(fd)
+        os.unlink(disk.path)
+        raise HypervisorError(f"cannot create {disk.path}: {err}") from err
+    os.close(fd)
+
+
+async def create(disk: DiskSpec) -> None:
+    await asyncio.to_thread(_create_sync, disk)
+
+
+def _remove_sync(disk: DiskSpec) -> None:
+    if disk.dev_type not in FILE_TEMPLATES or not disk.path:
+        return
+    try:
+        os.unlink(disk.path)
+    except FileNotFoundError:
+        return
+    try:
+        os.rmdir(os.path.dirname(disk.path))
+    except OSError:
+        pass  # other disks of the instance are still there
+
+
+async def remove(disk: DiskSpec) -> None:
+    await asyncio.to_thread(_remove_sync, disk)
