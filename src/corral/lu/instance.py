@@ -42,6 +42,7 @@ class _InstanceLU(LogicalUnit[Any]):
 
     HTYPE = "INSTANCE"
     inst: Instance
+    _pre_env: dict[str, str]
 
     def expand_names(self) -> None:
         inst = self.cfg.expand_instance(self.op.instance_name)
@@ -61,8 +62,11 @@ class _InstanceLU(LogicalUnit[Any]):
         self.pnode = self.cfg.data.nodes[inst.primary_node]
 
     def build_hooks_env(self) -> dict[str, str]:
-        inst = self.cfg.data.instances.get(self.inst_uuid, self.inst)
-        return instance_hook_env(self.cfg, inst)
+        inst = self.cfg.data.instances.get(self.inst_uuid)
+        if inst is None:  # removed by this LU: post-hooks see the instance as it was
+            return self._pre_env
+        self._pre_env = instance_hook_env(self.cfg, inst)
+        return self._pre_env
 
     def build_hooks_nodes(self) -> tuple[list[str], list[str]]:
         nodes = [self.cfg.cluster.master_node, self.inst.primary_node]

@@ -1,0 +1,1 @@
+"""Test support shipped with the package: throw-away clusters in a temp root."""
