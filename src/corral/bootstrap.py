@@ -8,6 +8,7 @@ master daemon before ``init`` nor after ``destroy``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -125,23 +126,44 @@ def init_cluster(
     return data
 
 
-def stop_masterd(paths: Paths, timeout: float = 30.0) -> bool:
-    """SIGTERM the master daemon of this root (by its pid file) and wait."""
+def masterd_running(paths: Paths) -> int | None:
+    """PID of this root's master daemon, or None.
+
+    Asks the pid file's lock, not ``kill(pid, 0)``: a daemon that exited but
+    was not yet reaped by init still has a PID, but no longer holds the lock.
+    """
     try:
-        pid = int(paths.masterd_pidfile.read_text().strip())
-    except (OSError, ValueError):
+        fd = os.open(paths.masterd_pidfile, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(os.read(fd, 64).decode().strip())
+            except ValueError:
+                return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def stop_masterd(paths: Paths, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
+    """Signal the master daemon of this root (by its pid file) and wait for it."""
+    pid = masterd_running(paths)
+    if pid is None:
         return False
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if masterd_running(paths) is None:
             return True
-        time.sleep(0.02)
+        time.sleep(0.01)
     raise DaemonError(f"corral-masterd (pid {pid}) did not stop within {timeout:.0f}s")
 
 

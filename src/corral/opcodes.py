@@ -280,11 +280,12 @@ def _translate(err: msgspec.ValidationError) -> ParameterError:
     field, msg = _field_of(err)
     if field == "OP_ID":
         msg = msg.replace("Invalid value", "unknown opcode")
-    elif msg.startswith("Object contains unknown field"):
+    elif msg.startswith(("Object contains unknown field", "Object missing required field")):
         m = re.search(r"`(.*)`", msg)
         name = m.group(1) if m else "?"
         where = "" if field == "opcode" else f"{field}."
-        return ParameterError(f"{where}{name}", "unknown field")
+        what = "unknown field" if msg.startswith("Object contains") else "missing required field"
+        return ParameterError(f"{where}{name}", what)
     for pattern, friendly in _FRIENDLY.items():
         if pattern in msg.replace("\\\\", "\\"):
             msg = friendly

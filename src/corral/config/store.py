@@ -32,10 +32,10 @@ def decode(data: bytes, source: str = "config.data") -> ConfigData:
         raise ConfigError(f"{source} is empty (truncated?); refusing to use it")
     try:
         version = _version_decoder.decode(data).version
+    except msgspec.ValidationError as err:  # a subclass of DecodeError: catch it first
+        raise ConfigError(f"{source} has no valid version field: {err}") from None
     except msgspec.DecodeError as err:
         raise ConfigError(f"{source} is corrupt or truncated: {err}; refusing to use it") from None
-    except msgspec.ValidationError as err:
-        raise ConfigError(f"{source} has no valid version field: {err}") from None
     if version > CONFIG_VERSION:
         raise ConfigError(
             f"{source} has version {version}, newer than this Corral understands "
@@ -90,7 +90,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.unlink(tmp)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     fsync_dir(path.parent)
 
 

@@ -48,6 +48,10 @@ class _InstanceLU(LogicalUnit[Any]):
         inst = self.cfg.expand_instance(self.op.instance_name)
         self.inst_uuid = inst.uuid
         self.needed_locks[Level.INSTANCE] = [inst.name]
+        # The node is only read (its state, its free memory): share it, so
+        # operations on different instances of one node run side by side.
+        self.share_locks[Level.NODE] = True
+        self.share_locks[Level.NODE_RES] = True
 
     def declare_locks(self, level: Level) -> None:
         if level in (Level.NODE, Level.NODE_RES):

@@ -13,11 +13,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from corral import bootstrap
 from corral.client import Client
+from corral.errors import DaemonError
 from corral.paths import Paths
 
 BIN = Path(sys.executable).parent
@@ -77,29 +78,14 @@ class TempCluster:
     # --- the master daemon ------------------------------------------------------------
 
     def masterd_pid(self) -> int | None:
-        try:
-            pid = int(self.paths.masterd_pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return bootstrap.masterd_running(self.paths)
 
     def kill_masterd(self, sig: int = signal.SIGKILL) -> None:
-        pid = self.masterd_pid()
-        if pid is None:
-            return
-        os.kill(pid, sig)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.01)
-        raise AssertionError(f"masterd {pid} did not die")
+        """Signal the master daemon this cluster started (found by its pid file)."""
+        try:
+            bootstrap.stop_masterd(self.paths, timeout=30, sig=sig)
+        except DaemonError as err:
+            raise AssertionError(str(err)) from err
 
     def start_masterd(self) -> None:
         self.run("corral-masterd", check=True)
