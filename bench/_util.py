@@ -42,7 +42,9 @@ def _num(v: float) -> str:
         return f"{v:.0f}"
     if abs(v) >= 10:
         return f"{v:.1f}"
-    return f"{v:.2f}"
+    if abs(v) >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
 
 
 def print_table(title: str, rows: list[Row]) -> None:

@@ -29,10 +29,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import Row, figure, machine_note, print_table  # noqa: E402
-
-from corral.client import FINAL_STATUSES, Client  # noqa: E402
-from corral.testing.cluster import TempCluster  # noqa: E402
+from _util import Row, figure, machine_note, print_table
+from corral.client import FINAL_STATUSES, Client
+from corral.testing.cluster import TempCluster
 
 NOOP: dict[str, Any] = {"OP_ID": "OP_TEST_DELAY", "duration": 0}
 SEQ_RUNS = 600  # sequential jobs (and as many bare round trips)

@@ -44,6 +44,8 @@ def decode_request(data: bytes) -> Request:
         return _req_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as err:
         raise ProtocolError(f"malformed LUXI request: {err}") from None
+    except RecursionError:
+        raise ProtocolError("malformed LUXI request: nested too deeply") from None
 
 
 def encode_reply(success: bool, result: Any) -> bytes:

@@ -122,6 +122,8 @@ class Master:
         fields = _strlist(fields, "fields")
         table = FIELDS["job"]
         resolve_fields("job", fields)
+        if job_ids is not None and not isinstance(job_ids, list):
+            raise ParameterError("job_ids", "expected a list of job ids")
         ids = self.store.list_ids() if not job_ids else [_int(j, "job_id") for j in job_ids]
         out: list[Any] = []
         for i in ids:
@@ -158,7 +160,7 @@ class Master:
         )
 
     async def QueryFields(self, what: Any, fields: Any = None) -> dict[str, Any]:
-        if what not in FIELDS:
+        if not isinstance(what, str) or what not in FIELDS:
             raise ParameterError("what", f"unknown resource {what!r}")
         table = FIELDS[what]
         names = _strlist(fields, "fields") if fields else list(table)

@@ -301,6 +301,8 @@ def decode(data: bytes | str) -> OpCode:
         raise _translate(err) from None
     except msgspec.DecodeError as err:
         raise ProtocolError(f"malformed opcode JSON: {err}") from None
+    except RecursionError:
+        raise ProtocolError("malformed opcode JSON: nested too deeply") from None
 
 
 def from_obj(data: Any) -> OpCode:

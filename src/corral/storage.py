@@ -39,12 +39,14 @@ def _create_sync(disk: DiskSpec) -> None:
         raise HypervisorError(f"cannot create disks of type {disk.dev_type!r}", ECode.INVAL)
     if not disk.path:
         raise HypervisorError(f"disk {disk.uuid} has no path", ECode.INVAL)
-    os.makedirs(os.path.dirname(disk.path), exist_ok=True)
+    # Check the space first (fs_usage looks at the nearest existing parent), so a
+    # refused disk leaves no empty instance directory behind.
     if fs_usage(os.path.dirname(disk.path)).free < disk.size:
         raise HypervisorError(
             f"not enough space for a {disk.size} MiB disk in {os.path.dirname(disk.path)}",
             ECode.NORES,
         )
+    os.makedirs(os.path.dirname(disk.path), exist_ok=True)
     # O_EXCL: never truncate an image that already exists (it may hold data).
     try:
         fd = os.open(disk.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -60,6 +62,10 @@ def _create_sync(disk: DiskSpec) -> None:
     except OSError as err:
         os.close(fd)
         os.unlink(disk.path)
+        try:
+            os.rmdir(os.path.dirname(disk.path))
+        except OSError:
+            pass  # other disks of the instance are there
         raise HypervisorError(f"cannot create {disk.path}: {err}") from err
     os.close(fd)
 

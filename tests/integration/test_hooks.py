@@ -30,8 +30,20 @@ def test_hooks_environment(cluster: TempCluster, tmp_path: Path) -> None:
         _hook(c, "instance-add", phase, "10-dump", ENV_DUMP.format(out=tmp_path))
     # Not executable, bad name: skipped like run-parts does.
     _hook(c, "instance-add", "pre", "bad.name", "#!/bin/sh\nexit 1\n")
-    c.run("gnt-instance", "add", "-t", "file", "--disk", "0:size=8M", "--net",
-          "0:mode=routed,ip=203.0.113.7,link=100", "--tags", "a,b", "inst1", check=True)
+    c.run(
+        "gnt-instance",
+        "add",
+        "-t",
+        "file",
+        "--disk",
+        "0:size=8M",
+        "--net",
+        "0:mode=routed,ip=203.0.113.7,link=100",
+        "--tags",
+        "a,b",
+        "inst1",
+        check=True,
+    )
     pre = _env(tmp_path / "pre-instance-add.env")
     post = _env(tmp_path / "post-instance-add.env")
     assert pre["GANETI_HOOKS_VERSION"] == "2"
@@ -54,14 +66,20 @@ def test_hooks_environment(cluster: TempCluster, tmp_path: Path) -> None:
     assert post["GANETI_POST_INSTANCE_TAGS"] == "a b"
     assert post["GANETI_POST_INSTANCE_BE_maxmem"] == "128"
     assert "GANETI_POST_INSTANCE_HV_start_delay" in post
-    assert post["GANETI_POST_INSTANCE_UUID"] == pre.get("GANETI_INSTANCE_UUID",
-                                                          post["GANETI_POST_INSTANCE_UUID"])
+    assert post["GANETI_POST_INSTANCE_UUID"] == pre.get(
+        "GANETI_INSTANCE_UUID", post["GANETI_POST_INSTANCE_UUID"]
+    )
 
 
 def test_failing_pre_hook_aborts(cluster: TempCluster) -> None:
     c = cluster
-    _hook(c, "instance-add", "pre", "50-policy",
-          "#!/bin/sh\necho \"denied by policy: $GANETI_INSTANCE_NAME\"\nexit 1\n")
+    _hook(
+        c,
+        "instance-add",
+        "pre",
+        "50-policy",
+        '#!/bin/sh\necho "denied by policy: $GANETI_INSTANCE_NAME"\nexit 1\n',
+    )
     before = c.config()["serial_no"]
     r = c.run("gnt-instance", "add", "-t", "file", "--disk", "0:size=8M", "inst1")
     assert r.returncode != 0

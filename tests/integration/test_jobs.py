@@ -23,34 +23,38 @@ def _status(cl: Client, job_id: int) -> str:
 
 def _wait_status(cl: Client, job_id: int, *wanted: str, timeout: float = 30) -> None:
     assert poll_until(lambda: _status(cl, job_id) in wanted, timeout), (
-        f"job {job_id} is {_status(cl, job_id)}, wanted {wanted}")
+        f"job {job_id} is {_status(cl, job_id)}, wanted {wanted}"
+    )
 
 
 def test_jobs_on_different_instances_overlap(cluster: TempCluster) -> None:
     c = cluster
     for name in ("slow1", "slow2"):
-        c.run("gnt-instance", "add", "--no-start", "-H", "fake:start_delay=1.5", name,
-              check=True)
+        c.run("gnt-instance", "add", "--no-start", "-H", "fake:start_delay=1.5", name, check=True)
     cl = c.client()
     t0 = time.monotonic()
-    ids = [cl.submit_job([{"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": n}])
-           for n in ("slow1", "slow2")]
+    ids = [
+        cl.submit_job([{"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": n}])
+        for n in ("slow1", "slow2")
+    ]
     for i in ids:
         cl.wait_for_job(i)
     wall = time.monotonic() - t0
-    (s1, e1), (s2, e2) = ([r[0][0], r[1][0]] for r in
-                          (_job(cl, i, "opexec", "opend") for i in ids))
+    (s1, e1), (s2, e2) = ([r[0][0], r[1][0]] for r in (_job(cl, i, "opexec", "opend") for i in ids))
     # Both ran at the same time: their execution intervals intersect.
     assert s2 < e1 and s1 < e2
     assert wall < 2.9  # two 1.5 s starts in sequence would need 3 s
 
     # Two jobs on the *same* instance are serialised by its lock.
-    ids = [cl.submit_job([{"OP_ID": "OP_INSTANCE_REBOOT", "instance_name": "slow1",
-                           "reboot_type": "full"}]) for _ in range(2)]
+    ids = [
+        cl.submit_job(
+            [{"OP_ID": "OP_INSTANCE_REBOOT", "instance_name": "slow1", "reboot_type": "full"}]
+        )
+        for _ in range(2)
+    ]
     for i in ids:
         cl.wait_for_job(i)
-    (_, e1), (s2, _) = ([r[0][0], r[1][0]] for r in
-                        (_job(cl, i, "opexec", "opend") for i in ids))
+    (_, e1), (s2, _) = ([r[0][0], r[1][0]] for r in (_job(cl, i, "opexec", "opend") for i in ids))
     assert s2 >= e1
 
 
@@ -103,7 +107,10 @@ def test_cancel_dependencies_priorities_archive(cluster: TempCluster) -> None:
 def test_log_streaming_and_repeat(cluster: TempCluster) -> None:
     r = cluster.run("gnt-debug", "delay", "-r", "3", "0.05", check=True)
     assert [line.split(" ", 5)[-1] for line in r.stdout.splitlines()] == [
-        "Test delay iteration 0/2", "Test delay iteration 1/2", "Test delay iteration 2/2"]
+        "Test delay iteration 0/2",
+        "Test delay iteration 1/2",
+        "Test delay iteration 2/2",
+    ]
 
 
 def test_kill_9_master_mid_jobs(cluster: TempCluster) -> None:
@@ -111,11 +118,12 @@ def test_kill_9_master_mid_jobs(cluster: TempCluster) -> None:
     c = cluster
     c.run("gnt-cluster", "modify", "--max-running-jobs", "4", check=True)
     for i in range(6):
-        c.run("gnt-instance", "add", "--no-start", "-H", "fake:start_delay=2", f"i{i}",
-              check=True)
+        c.run("gnt-instance", "add", "--no-start", "-H", "fake:start_delay=2", f"i{i}", check=True)
     cl = c.client()
-    starts = [cl.submit_job([{"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": f"i{i}"}])
-              for i in range(6)]
+    starts = [
+        cl.submit_job([{"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": f"i{i}"}])
+        for i in range(6)
+    ]
     # A second job on i0 waits for i0's lock; plus plain queued jobs.
     waiting = cl.submit_job([{"OP_ID": "OP_INSTANCE_SHUTDOWN", "instance_name": "i0"}])
     queued = [cl.submit_job([{**DELAY, "duration": 0}]) for _ in range(3)]

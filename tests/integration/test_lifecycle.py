@@ -14,21 +14,33 @@ def _fake_running(c: TempCluster) -> set[str]:
 
 
 def _list(c: TempCluster, *fields: str) -> list[list[str]]:
-    out = c.run("gnt-instance", "list", "--no-headers", "--separator=|", "-o", ",".join(fields),
-                check=True).stdout
+    out = c.run(
+        "gnt-instance", "list", "--no-headers", "--separator=|", "-o", ",".join(fields), check=True
+    ).stdout
     return [line.split("|") for line in out.splitlines()]
 
 
 def test_instance_lifecycle(cluster: TempCluster) -> None:
     c = cluster
-    r = c.run("gnt-instance", "add", "-t", "file", "--disk", "0:size=64M", "--net",
-              "0:mac=aa:00:00:11:22:33,link=br9", "-B", "memory=256M,vcpus=2", "inst1",
-              check=True)
+    r = c.run(
+        "gnt-instance",
+        "add",
+        "-t",
+        "file",
+        "--disk",
+        "0:size=64M",
+        "--net",
+        "0:mac=aa:00:00:11:22:33,link=br9",
+        "-B",
+        "memory=256M,vcpus=2",
+        "inst1",
+        check=True,
+    )
     assert "Starting instance inst1" in r.stdout
     assert _fake_running(c) == {"inst1"}
-    assert _list(c, "name", "status", "oper_ram", "be/vcpus", "nic.macs", "nic.links",
-                 "disk.sizes") == [["inst1", "running", "256", "2", "aa:00:00:11:22:33", "br9",
-                                    "64"]]
+    assert _list(
+        c, "name", "status", "oper_ram", "be/vcpus", "nic.macs", "nic.links", "disk.sizes"
+    ) == [["inst1", "running", "256", "2", "aa:00:00:11:22:33", "br9", "64"]]
     # The disk image exists, sized as asked, and is sparse.
     cfg = c.config()
     (disk,) = cfg["disks"].values()
@@ -53,7 +65,9 @@ def test_instance_lifecycle(cluster: TempCluster) -> None:
 
     c.run("gnt-instance", "add-tags", "web1", "env:prod", "team-a", check=True)
     assert c.run("gnt-instance", "list-tags", "web1", check=True).stdout.split() == [
-        "env:prod", "team-a"]
+        "env:prod",
+        "team-a",
+    ]
     c.run("gnt-instance", "remove-tags", "web1", "team-a", check=True)
     assert c.run("gnt-instance", "list-tags", "web1", check=True).stdout.split() == ["env:prod"]
 
@@ -97,21 +111,50 @@ def test_list_options(cluster: TempCluster) -> None:
     assert out[0].split() == ["Instance", "Hypervisor", "OS", "Primary_node", "Status", "Memory"]
     assert [line.split()[0] for line in out[1:]] == ["db9", "db10", "web1", "web2"]
     # +field appends to the defaults; units.
-    out = c.run("gnt-instance", "list", "--no-headers", "-o", "+be/maxmem", "--units", "m",
-                "web1", check=True).stdout
+    out = c.run(
+        "gnt-instance",
+        "list",
+        "--no-headers",
+        "-o",
+        "+be/maxmem",
+        "--units",
+        "m",
+        "web1",
+        check=True,
+    ).stdout
     assert out.split()[-1] == "1024"
     out = c.run("gnt-instance", "list", "--no-headers", "-o", "name,be/maxmem", check=True)
     assert "1.0G" in out.stdout
     # Filters in Ganeti's query language.
-    out = c.run("gnt-instance", "list", "--no-headers", "-o", "name", "-F",
-                'name =~ m/^web/ and not status == "running"', check=True).stdout
+    out = c.run(
+        "gnt-instance",
+        "list",
+        "--no-headers",
+        "-o",
+        "name",
+        "-F",
+        'name =~ m/^web/ and not status == "running"',
+        check=True,
+    ).stdout
     assert out.split() == ["web2"]
-    out = c.run("gnt-instance", "list", "--no-headers", "-o", "name", "-F", "admin_up",
-                check=True).stdout
+    out = c.run(
+        "gnt-instance", "list", "--no-headers", "-o", "name", "-F", "admin_up", check=True
+    ).stdout
     assert out.split() == ["web1"]
     # Node list shows live data and instance counts.
-    out = c.run("gnt-node", "list", "--no-headers", "--separator=,", "-o",
-                "name,pinst_cnt,role,mtotal", check=True).stdout.strip().split(",")
+    out = (
+        c.run(
+            "gnt-node",
+            "list",
+            "--no-headers",
+            "--separator=,",
+            "-o",
+            "name,pinst_cnt,role,mtotal",
+            check=True,
+        )
+        .stdout.strip()
+        .split(",")
+    )
     assert out[:3] == ["node1", "4", "M"] and int(out[3]) > 0
     fields = c.run("gnt-instance", "list-fields", "--no-headers", check=True).stdout
     assert "oper_ram" in fields and "be/vcpus" in fields

@@ -165,7 +165,7 @@ def test_crash_before_rename_keeps_old_config(
     def boom(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.os, "replace", boom)
+    monkeypatch.setattr("corral.config.store.os.replace", boom)
     with pytest.raises(OSError):
         cfg.write_sync()
     monkeypatch.undo()
@@ -183,7 +183,7 @@ def test_crash_while_writing_keeps_old_config(
     def boom(fd: int) -> None:
         raise OSError(5, "I/O error")
 
-    monkeypatch.setattr(store.os, "fsync", boom)
+    monkeypatch.setattr("corral.config.store.os.fsync", boom)
     with pytest.raises(OSError):
         store.write_atomic(paths.config_file, b"{}")
     monkeypatch.undo()
@@ -360,7 +360,7 @@ def test_commit_failure_is_reported_to_every_waiter(
         results = await asyncio.gather(cfg.commit(), cfg.commit(), return_exceptions=True)
         return list(results)
 
-    monkeypatch.setattr(writer_mod.store, "write_atomic", boom)
+    monkeypatch.setattr(store, "write_atomic", boom)
     results = asyncio.run(main())
     assert all(isinstance(r, ConfigError) for r in results)
     assert "No space left" in str(results[0])
@@ -368,11 +368,11 @@ def test_commit_failure_is_reported_to_every_waiter(
     assert paths.config_file.read_bytes() == old
     monkeypatch.undo()
     asyncio.run(cfg.commit())  # a later commit retries and succeeds
-    assert not cfg.dirty
     assert store.load(paths.config_file).serial_no == cfg.serial
+    assert cfg.write_count == 1
 
 
-# --- MAC addresses ---------------------------------------------------------------------------------
+# --- MAC addresses --------------------------------------------------------------------------------
 
 
 class _FakeRandom:

@@ -41,14 +41,14 @@ MINIMAL: dict[str, dict[str, Any]] = {
 }
 
 
-def _dec(obj: dict[str, Any]) -> opcodes.OpCode:
+def _dec(obj: Any) -> opcodes.OpCode:
     return opcodes.decode(json.dumps(obj))
 
 
 def _both(obj: Any) -> list[Any]:
     """Run through both entry points (JSON bytes and parsed JSON); return the outcomes."""
     out: list[Any] = []
-    for fn in (lambda o: opcodes.decode(json.dumps(o)), opcodes.from_obj):
+    for fn in (_dec, opcodes.from_obj):
         try:
             out.append(fn(obj))
         except Exception as err:
@@ -135,7 +135,7 @@ def test_round_trip_full_instance_create() -> None:
     assert back.depends == [(-1, ["success", "error"])]
 
 
-# --- summary ------------------------------------------------------------------------------------------
+# --- summary --------------------------------------------------------------------------------------
 
 
 def test_summary_formats() -> None:
@@ -148,7 +148,7 @@ def test_summary_formats() -> None:
     assert OpTagsGet(kind="node", name="node1").summary() == "TAGS_GET(node1)"
 
 
-# --- validation errors ------------------------------------------------------------------------------
+# --- validation errors ----------------------------------------------------------------------------
 
 
 def _err(obj: Any) -> ParameterError:

@@ -10,6 +10,7 @@ syntax (``--net 0:mode=bridged,link=br0``, ``-H kvm:kernel_path=/x``,
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -99,15 +100,30 @@ def parse_size_text(text: str, what: str) -> int:
     return parse_size(text, what)
 
 
+def seconds(text: str) -> float:
+    """``argparse`` type for timeouts: a finite number (the master checks the range)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}")
+    return value
+
+
 def indexed_options(values: Sequence[str], what: str) -> list[dict[str, str]]:
     """``--disk 0:size=1G --disk 1:size=2G`` → a list ordered by index."""
     by_idx: dict[int, dict[str, str]] = {}
     for v in values:
-        ident, kv = parse_ident_keyval(v, what)
+        # The index first: in ``mac=aa:bb:…`` (index forgotten) the first ':' is the MAC's.
+        ident = v.partition(":")[0]
         try:
             idx = int(ident)
         except ValueError:
-            raise ParameterError(what, f"invalid index {ident!r} in {v!r}") from None
+            raise ParameterError(
+                what, f"invalid index {ident!r} in {v!r} (expected N:key=value,…)"
+            ) from None
+        _, kv = parse_ident_keyval(v, what)
         if idx < 0 or idx > 64:
             raise ParameterError(what, f"index {idx} out of range")
         if idx in by_idx:

@@ -44,12 +44,12 @@ def _disk_options(values: list[str] | None) -> dict[str, dict[str, str]]:
     return out
 
 
-def _list_option(value: str | None) -> list[str] | None:
+def _list_option(value: str | None, field: str = "list") -> list[str] | None:
     if value is None:
         return None
     items = [x for x in value.split(",") if x]
     if not items:
-        raise ParameterError("list", "empty list")
+        raise ParameterError(field, f"empty list {value!r}")
     return items
 
 
@@ -116,12 +116,12 @@ def cmd_init(client: Client, args: argparse.Namespace) -> int:
         paths,
         args.cluster_name,
         node_name=args.node_name,
-        enabled_hypervisors=_list_option(args.enabled_hypervisors),
+        enabled_hypervisors=_list_option(args.enabled_hypervisors, "enabled_hypervisors"),
         hvparams=_hv_options(args.hvparams),
         beparams=parse_keyval(args.beparams or "", "beparams"),
         nicparams=parse_keyval(args.nicparams or "", "nicparams"),
         diskparams=_disk_options(args.diskparams),
-        enabled_disk_templates=_list_option(args.enabled_disk_templates),
+        enabled_disk_templates=_list_option(args.enabled_disk_templates, "enabled_disk_templates"),
         mac_prefix=args.mac_prefix or "aa:00:00",
         master_ip=args.master_ip,
         candidate_pool_size=args.candidate_pool_size or 10,
@@ -231,9 +231,11 @@ def cmd_modify(client: Client, args: argparse.Namespace) -> int:
     if args.diskparams:
         op["diskparams"] = _disk_options(args.diskparams)
     if args.enabled_hypervisors is not None:
-        op["enabled_hypervisors"] = _list_option(args.enabled_hypervisors)
+        op["enabled_hypervisors"] = _list_option(args.enabled_hypervisors, "enabled_hypervisors")
     if args.enabled_disk_templates is not None:
-        op["enabled_disk_templates"] = _list_option(args.enabled_disk_templates)
+        op["enabled_disk_templates"] = _list_option(
+            args.enabled_disk_templates, "enabled_disk_templates"
+        )
     for name in ("candidate_pool_size", "mac_prefix", "max_running_jobs"):
         if getattr(args, name) is not None:
             op[name] = getattr(args, name)
@@ -268,9 +270,15 @@ def _setup_tags(p: argparse.ArgumentParser) -> None:
 def read_tags(args: argparse.Namespace) -> list[str]:
     tags = list(args.tags)
     if args.from_file:
-        f = sys.stdin if args.from_file == "-" else open(args.from_file)  # noqa: SIM115
-        with f:
-            tags.extend(line.strip() for line in f if line.strip())
+        try:
+            f = sys.stdin if args.from_file == "-" else open(args.from_file)  # noqa: SIM115
+            with f:
+                tags.extend(line.strip() for line in f if line.strip())
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise ParameterError(
+                "from", f"cannot read tags from {args.from_file}: {reason}"
+            ) from None
     if not tags:
         raise UsageError("no tags given", ECode.INVAL)
     return tags

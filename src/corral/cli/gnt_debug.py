@@ -6,6 +6,7 @@ Layer: CLI.
 from __future__ import annotations
 
 import argparse
+import math
 
 from corral.cli.common import (
     EXIT_SUCCESS,
@@ -35,6 +36,8 @@ def cmd_delay(client: Client, args: argparse.Namespace) -> int:
         duration = float(args.duration)
     except ValueError:
         raise ParameterError("duration", f"not a number: {args.duration!r}") from None
+    if not math.isfinite(duration):
+        raise ParameterError("duration", f"not a finite number: {args.duration!r}")
     op = {
         "OP_ID": "OP_TEST_DELAY",
         "duration": duration,

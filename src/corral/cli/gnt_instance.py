@@ -27,6 +27,7 @@ from corral.cli.common import (
     parse_keyval,
     parse_size_text,
     print_log_entry,
+    seconds,
     setup_list_fields,
     submit_or_wait,
 )
@@ -242,7 +243,7 @@ def _setup_shutdown(p: argparse.ArgumentParser) -> None:
     _setup_multi(p)
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=120.0,
         help="seconds to wait for a clean shutdown before forcing it",
     )
@@ -272,7 +273,7 @@ def _setup_reboot(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-t", "--type", dest="reboot_type", choices=["soft", "hard", "full"], default="soft"
     )
-    p.add_argument("--shutdown-timeout", type=float, default=120.0)
+    p.add_argument("--shutdown-timeout", type=seconds, default=120.0)
 
 
 def cmd_reboot(client: Client, args: argparse.Namespace) -> int:
@@ -295,7 +296,7 @@ def _setup_remove(p: argparse.ArgumentParser) -> None:
     p.add_argument("instance")
     p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     p.add_argument("--ignore-failures", action="store_true")
-    p.add_argument("--shutdown-timeout", type=float, default=120.0)
+    p.add_argument("--shutdown-timeout", type=seconds, default=120.0)
     add_submit_options(p)
 
 

@@ -22,7 +22,7 @@ from corral.cli.common import (
     setup_list_fields,
 )
 from corral.client import Client
-from corral.errors import ParameterError
+from corral.errors import ECode, JobError, ParameterError
 
 DEFAULT_FIELDS = ["id", "status", "summary"]
 
@@ -93,9 +93,11 @@ INFO_FIELDS = [
 
 def cmd_info(client: Client, args: argparse.Namespace) -> int:
     rows = client.call("QueryJobs", [_ids(args.job_ids), INFO_FIELDS])
+    missing = []
     for job_id, row in zip(args.job_ids, rows, strict=True):
         if row is None:
             print(f"Job ID: {job_id} not found")
+            missing.append(job_id)
             continue
         v = dict(zip(INFO_FIELDS, row, strict=True))
         print(f"- Job ID: {v['id']}")
@@ -131,6 +133,8 @@ def cmd_info(client: Client, args: argparse.Namespace) -> int:
             for entry in log:
                 _serial, (sec, usec), _kind, msg = entry
                 print(f"        - {time.ctime(sec + usec / 1e6)} {msg}")
+    if missing:
+        raise JobError(f"job(s) {', '.join(missing)} not found", ECode.NOENT)
     return EXIT_SUCCESS
 
 

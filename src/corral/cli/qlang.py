@@ -24,7 +24,7 @@ _TOKEN = re.compile(
     r"""
     \s*(?:
       (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
-    | (?P<re>m(?P<d>[/|!#])(?P<rebody>.*?)(?P=d)[i]?)
+    | (?P<re>m(?P<d>[/|!#])(?P<rebody>.*?)(?P=d)(?P<reflags>i?))
     | (?P<op>==|!=|<=|>=|=~|<|>|\(|\))
     | (?P<num>-?\d+(?:\.\d+)?(?![\w./-]))
     | (?P<word>[A-Za-z_][\w./-]*)
@@ -48,7 +48,8 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
             raw = m.group("str")[1:-1]
             out.append(("val", re.sub(r"\\(.)", r"\1", raw)))
         elif m.group("re") is not None:
-            out.append(("val", m.group("rebody")))
+            flags = "(?i)" if m.group("reflags") else ""  # Ganeti: m/x/i is case-insensitive
+            out.append(("val", flags + m.group("rebody")))
         elif m.group("op"):
             out.append(("op", m.group("op")))
         elif m.group("num"):

@@ -15,6 +15,7 @@ import asyncio
 import heapq
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -74,6 +75,7 @@ class JobQueue:
         self.executor = executor
         self.max_running = max_running
         self.jobs: dict[int, Job] = {}  # unfinished, and recently finished
+        self._finished: OrderedDict[int, None] = OrderedDict()  # in self.jobs, oldest first
         self._pending: list[tuple[int, int]] = []  # heap of (priority, job id)
         self._running: dict[int, asyncio.Task[None]] = {}
         self._next_id = store.next_id()
@@ -184,6 +186,8 @@ class JobQueue:
             job.end_ts = time.time()
             self.store.save_all_ops(job)
             self._running.pop(job.id, None)
+            if job.finalized:
+                self._finished[job.id] = None
             self._notify(job)
             assert job.done is not None
             job.done.set()
@@ -329,6 +333,7 @@ class JobQueue:
                 self._log(job, i, "message", f"Job {job_id} canceled")
             job.end_ts = time.time()
             self.store.save_all_ops(job)
+            self._finished[job_id] = None
             self._notify(job)
             assert job.done is not None
             job.done.set()
@@ -355,6 +360,7 @@ class JobQueue:
                 continue
             job.archived = True
             self.jobs.pop(job_id, None)
+            self._finished.pop(job_id, None)
             done.append(job_id)
         self.store.set_archived(done)
         return done
@@ -364,9 +370,13 @@ class JobQueue:
         return len(self.archive(ids))
 
     def forget_finished(self, keep: int = 2000) -> None:
-        """Drop finished jobs from memory (they stay in SQLite)."""
-        finished = [j for j, job in self.jobs.items() if job.finalized]
-        for j in finished[:-keep] if len(finished) > keep else []:
+        """Drop finished jobs from memory (they stay in SQLite), oldest first.
+
+        O(1) per finished job: the queue remembers finished jobs in the order
+        they finished instead of scanning every job it holds.
+        """
+        while len(self._finished) > keep:
+            j, _ = self._finished.popitem(last=False)
             self.jobs.pop(j, None)
 
     @property

@@ -135,6 +135,11 @@ class LUClusterSetParams(LogicalUnit[OpClusterSetParams]):
                 g = params.disk_group(tpl, "diskparams")
                 changes = g.check_overrides(values, f"diskparams/{tpl}")
                 new.diskparams[tpl] = params.apply_overrides(new.diskparams.get(tpl, {}), changes)
+        if op.mac_prefix is not None and int(op.mac_prefix[:2], 16) & 1:
+            raise ParameterError(
+                "mac_prefix",
+                f"{op.mac_prefix} is a multicast prefix; MACs made from it are invalid",
+            )
         for name in ("candidate_pool_size", "mac_prefix", "max_running_jobs", "hotplug_by_default"):
             value = getattr(op, name)
             if value is not None:
