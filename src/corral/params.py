@@ -181,7 +181,7 @@ def _from_text(t: Any, unit: str | None, text: str, field: str) -> Any:
         if unit == "MiB":
             return parse_size(text, field)
         try:
-            return int(text, 0)
+            return int(text, 10)
         except ValueError:
             raise ParameterError(field, f"invalid integer {text!r}") from None
     if isinstance(t, mi.FloatType):

@@ -156,3 +156,17 @@ def test_kill_9_master_mid_jobs(cluster: TempCluster) -> None:
         if "ERROR" in line:
             assert "instance not running on its primary node" in line, r.stdout
     assert c.run("gnt-instance", "list", check=True).returncode == 0
+
+
+def test_concurrent_jobs_keep_each_others_changes(cluster: TempCluster) -> None:
+    """Fifty jobs changing the same object at once: none of the changes is lost."""
+    cl = cluster.client()
+    before = cluster.config()["serial_no"]
+    ops = [[{"OP_ID": "OP_TAGS_SET", "kind": "cluster", "tags": [f"t{i}"]}] for i in range(50)]
+    results = cl.call("SubmitManyJobs", [ops])
+    assert all(ok for ok, _ in results)
+    for _, job_id in results:
+        cl.wait_for_job(job_id)
+    cfg = cluster.config()
+    assert sorted(cfg["cluster"]["tags"]) == sorted(f"t{i}" for i in range(50))
+    assert cfg["serial_no"] >= before + 50

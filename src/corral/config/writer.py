@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from corral.objects import (
 )
 
 ObjT = TypeVar("ObjT", bound=ConfigObject)
+
+log = logging.getLogger(__name__)
 
 CommitListener = Callable[[ConfigData, bytes], None]
 
@@ -269,7 +272,10 @@ class ConfigWriter:
             self.write_count += 1
             self._written_serial = serial
             for listener in self.listeners:
-                listener(self.data, blob)
+                try:
+                    listener(self.data, blob)
+                except Exception:  # a listener must never stall committers
+                    log.exception("config commit listener failed")
             still: list[tuple[int, asyncio.Future[None]]] = []
             for target, fut in self._waiters:
                 if target <= serial:
