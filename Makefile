@@ -28,6 +28,7 @@ demo: setup
 bench: setup
 	$(PY) bench/jobs.py
 	$(PY) bench/list.py
+	$(PY) bench/rpc.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -103,7 +103,7 @@ def build_config(cfg: ConfigData) -> None:
             primary_ip=f"127.0.1.{k}",
             secondary_ip=f"127.0.1.{k}",
             group=master.group,
-            master_candidate=k <= 10,
+            master_candidate=False,  # else masterd start-up needs their votes
         )
         cfg.nodes[node.uuid] = node
         nodes.append(node)

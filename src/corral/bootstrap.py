@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import socket
 import time
 from typing import Any
 
-from corral import hypervisor, params
+from corral import hypervisor, params, pki
 from corral.config import store
 from corral.errors import ConfigError, DaemonError, ECode, OpPrereqError, ParameterError
 from corral.objects import Cluster, ConfigData, Node, NodeGroup
@@ -44,6 +45,7 @@ def init_cluster(
     candidate_pool_size: int = 10,
     file_storage_dir: str | None = None,
     shared_file_storage_dir: str | None = None,
+    noded_port: int = 1811,
 ) -> ConfigData:
     """Validate everything, then write the first ``config.data``."""
     import re
@@ -95,6 +97,11 @@ def init_cluster(
     for tpl in templates:
         params.disk_group(tpl, "enabled_disk_templates")
 
+    if not 1 <= noded_port <= 65535:
+        raise ParameterError("noded_port", f"invalid port {noded_port}")
+    ca_cert, ca_key = pki.create_ca(cluster_name)
+    node_cert, node_key = pki.issue_node_cert(ca_cert, ca_key, node_name, [master_ip])
+    crl = pki.make_crl(ca_cert, ca_key, [])
     group = NodeGroup(name="default")
     node = Node(
         name=node_name,
@@ -102,6 +109,7 @@ def init_cluster(
         primary_ip=master_ip,
         secondary_ip=master_ip,
         master_candidate=True,
+        cert_serial=pki.cert_serial(node_cert),
     )
     cluster = Cluster(
         cluster_name=cluster_name,
@@ -117,13 +125,40 @@ def init_cluster(
         candidate_pool_size=candidate_pool_size,
         file_storage_dir=file_storage_dir or str(paths.file_storage_dir),
         shared_file_storage_dir=shared_file_storage_dir or str(paths.shared_file_storage_dir),
+        noded_port=noded_port,
     )
     data = ConfigData(cluster=cluster, nodegroups={group.uuid: group}, nodes={node.uuid: node})
     paths.ensure()
     os.makedirs(cluster.file_storage_dir, exist_ok=True)
     os.makedirs(cluster.shared_file_storage_dir, exist_ok=True)
+    write_node_files(
+        paths, node_name, cluster_name, noded_port, ca_cert, node_cert, node_key, crl, ca_key
+    )
     store.save(paths.config_file, data)
     return data
+
+
+def write_node_files(
+    paths: Paths,
+    node_name: str,
+    cluster_name: str,
+    port: int,
+    ca_cert: str,
+    node_cert: str,
+    node_key: str,
+    crl: str,
+    ca_key: str | None,
+) -> None:
+    """A node's PKI files and identity (what enrolment writes on other nodes)."""
+    paths.ensure()
+    store.write_atomic(paths.ca_cert, ca_cert.encode(), mode=0o644)
+    store.write_atomic(paths.node_cert, node_cert.encode(), mode=0o644)
+    store.write_atomic(paths.node_key, node_key.encode(), mode=0o600)
+    store.write_atomic(paths.crl, crl.encode(), mode=0o644)
+    if ca_key is not None:
+        store.write_atomic(paths.ca_key, ca_key.encode(), mode=0o600)
+    identity = {"node": node_name, "cluster": cluster_name, "port": port}
+    store.write_atomic(paths.node_identity, json.dumps(identity).encode(), mode=0o644)
 
 
 def masterd_running(paths: Paths) -> int | None:
@@ -171,7 +206,8 @@ def remove_cluster_state(paths: Paths) -> None:
     """Remove the config and job queue of a destroyed cluster (disks are long gone)."""
     if not paths.config_file.exists():
         raise ConfigError("no cluster to destroy here", ECode.NOENT)
-    for p in (paths.config_file, paths.masterd_pidfile, paths.master_socket):
+    for p in (paths.config_file, paths.masterd_pidfile, paths.master_socket, paths.node_identity):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     shutil.rmtree(paths.queue_db.parent, ignore_errors=True)
+    shutil.rmtree(paths.pki_dir, ignore_errors=True)

@@ -16,7 +16,8 @@ this tree; drivers translate foreign exceptions with ``raise ... from``.
      ├── ProtocolError             malformed request on a wire (LUXI, RPC)
      ├── RpcError                  a node call failed (node, call, reason)
      ├── HypervisorError           a hypervisor driver failed
-     └── DaemonError               cannot reach or start a daemon
+     ├── DaemonError               cannot reach or start a daemon
+     └── PkiError                  certificates, keys, CRL, TLS contexts
 
 Each error has an :class:`ECode`, which maps to a CLI exit status and an HTTP
 status; the same codes Ganeti uses (``wrong_input``, ``unknown_entity``, …)
@@ -163,6 +164,12 @@ class DaemonError(CorralError):
     default_code = ECode.ENVIRON
 
 
+class PkiError(CorralError):
+    """A certificate, key or CRL is missing, invalid or does not fit the cluster."""
+
+    default_code = ECode.ENVIRON
+
+
 _CLASSES: dict[str, type[CorralError]] = {
     cls.__name__: cls
     for cls in (
@@ -180,6 +187,7 @@ _CLASSES: dict[str, type[CorralError]] = {
         RpcError,
         HypervisorError,
         DaemonError,
+        PkiError,
     )
 }
 

@@ -11,7 +11,6 @@ import logging
 from typing import Any
 
 from corral import lu, opcodes  # noqa: F401  (registers the logical units)
-from corral.backend.node import NodeBackend
 from corral.config.writer import ConfigWriter
 from corral.errors import ECode, JobError, ParameterError
 from corral.jobs.model import Job
@@ -22,8 +21,8 @@ from corral.locking import LockManager
 from corral.lu.cluster import cluster_info
 from corral.paths import Paths
 from corral.query import FIELDS, QueryRunner, resolve_fields
+from corral.replication import Replicator
 from corral.rpc.client import RpcClient, Transport
-from corral.rpc.local import LocalTransport
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,12 @@ class Master:
     def __init__(self, paths: Paths, transport: Transport | None = None) -> None:
         self.paths = paths
         self.cfg = ConfigWriter.load(paths.config_file)
-        self.backend = NodeBackend(paths, self.cfg.master_node.name)
-        self.rpc = RpcClient(transport or LocalTransport(self.backend))
+        if transport is None:
+            from corral.rpc.https import HttpsTransport
+
+            transport = HttpsTransport(paths, self.cfg.cluster.noded_port)
+        self.transport = transport
+        self.rpc = RpcClient(transport)
         self.locks = LockManager()
         self.processor = Processor(self.cfg, self.rpc, self.locks, paths)
         self.store = JobStore(paths.queue_db)
@@ -44,17 +47,23 @@ class Master:
         )
         self.queue.on_finalize.append(lambda job: self.queue.forget_finished())
         self.queries = QueryRunner(self.cfg, self.rpc, self._jobs_for_query)
+        self.replicator = Replicator(self.cfg, self.rpc)
 
     def start(self) -> tuple[int, int]:
         """Recover the job queue after a restart; returns (failed, requeued)."""
         failed, requeued = self.queue.recover()
         self.queue._schedule()
+        self.replicator.start()
         return failed, requeued
 
     async def stop(self) -> None:
         await self.queue.shutdown()
         if self.cfg.dirty:
             await self.cfg.commit()
+        await self.replicator.stop()
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            await close()
         self.store.close()
 
     def _jobs_for_query(self, ids: list[int] | None) -> list[Job]:

@@ -93,6 +93,7 @@ class Node(ConfigObject, kw_only=True):
     vm_capable: bool = True
     master_capable: bool = True
     ndparams: Overrides = {}
+    cert_serial: int = 0  # serial of the node's certificate (revoked on removal)
 
 
 class NodeGroup(ConfigObject, kw_only=True):
@@ -135,6 +136,8 @@ class Cluster(ConfigObject, kw_only=True):
     default_iallocator: str = ""
     max_running_jobs: int = 20
     hotplug_by_default: bool = True
+    noded_port: int = 1811
+    revoked_certs: list[int] = []  # serials of node certificates revoked by node removal
 
 
 class ConfigData(msgspec.Struct, kw_only=True):

@@ -109,6 +109,40 @@ class OpClusterSetParams(OpCode, frozen=True, kw_only=True):
     hotplug_by_default: bool | None = None
 
 
+# --- nodes -----------------------------------------------------------------------
+
+JOIN_RE = r"^sha256:[0-9a-f]{64}:[A-Za-z0-9_-]{16,128}$"
+
+
+class OpNodeAdd(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "node_name"
+    node_name: Name
+    primary_ip: Annotated[str, msgspec.Meta(pattern=IP_RE)]
+    secondary_ip: Annotated[str, msgspec.Meta(pattern=IP_RE)] | None = None
+    join: Annotated[str, msgspec.Meta(pattern=JOIN_RE)] | None = None
+    readd: bool = False
+    group: str | None = None
+    master_capable: bool = True
+    vm_capable: bool = True
+
+
+class OpNodeRemove(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "node_name"
+    node_name: Name
+
+
+class OpNodeSetParams(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "node_name"
+    node_name: Name
+    master_candidate: bool | None = None
+    offline: bool | None = None
+    drained: bool | None = None
+    master_capable: bool | None = None
+    vm_capable: bool | None = None
+    force: bool = False
+    auto_promote: bool = False
+
+
 class OpTagsGet(OpCode, frozen=True, kw_only=True):
     DSC_FIELD = "name"
     kind: TagKind
@@ -238,6 +272,9 @@ class OpInstanceQueryData(OpCode, frozen=True, kw_only=True):
 
 AnyOpCode = (
     OpClusterQuery
+    | OpNodeAdd
+    | OpNodeRemove
+    | OpNodeSetParams
     | OpClusterVerify
     | OpClusterDestroy
     | OpClusterSetParams
@@ -273,6 +310,8 @@ _FRIENDLY = {
     MAC_RE: "not a valid MAC address (expected aa:bb:cc:dd:ee:ff, auto or generate)",
     TAG_RE: "not a valid tag (1-128 of letters, digits and .+*/:@-_)",
     IP_RE: "not a valid IP address (or pool/none)",
+    JOIN_RE: "not valid join information (expected sha256:<hex>:<token> from "
+    "'corral-noded --join-info' on the new node)",
 }
 
 

@@ -68,6 +68,63 @@ class Paths:
     def shared_file_storage_dir(self) -> Path:
         return self.root / "srv/corral/shared-file-storage"
 
+    # --- node identity and the cluster PKI (corral-noded) ---------------------
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.conf_dir / "pki"
+
+    @property
+    def ca_cert(self) -> Path:
+        """The cluster CA certificate (every node)."""
+        return self.pki_dir / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        """The cluster CA key (master and master candidates only)."""
+        return self.pki_dir / "ca.key"
+
+    @property
+    def node_cert(self) -> Path:
+        """This node's certificate, signed by the cluster CA."""
+        return self.pki_dir / "node.pem"
+
+    @property
+    def node_key(self) -> Path:
+        return self.pki_dir / "node.key"
+
+    @property
+    def crl(self) -> Path:
+        """Revoked node certificates (PEM CRL signed by the CA)."""
+        return self.pki_dir / "crl.pem"
+
+    @property
+    def bootstrap_cert(self) -> Path:
+        """Self-signed certificate an unenrolled noded serves ``/enroll`` with."""
+        return self.pki_dir / "bootstrap.pem"
+
+    @property
+    def bootstrap_key(self) -> Path:
+        return self.pki_dir / "bootstrap.key"
+
+    @property
+    def join_token(self) -> Path:
+        """One-time secret the master must present to enrol this node."""
+        return self.pki_dir / "join-token"
+
+    @property
+    def node_identity(self) -> Path:
+        """JSON: this node's name, cluster name and noded port once enrolled."""
+        return self.data_dir / "node-identity.json"
+
+    @property
+    def noded_pidfile(self) -> Path:
+        return self.run_dir / "corral-noded.pid"
+
+    @property
+    def noded_log(self) -> Path:
+        return self.log_dir / "noded.log"
+
     def hv_run_dir(self, hypervisor: str) -> Path:
         return self.run_dir / f"{hypervisor}-hypervisor"
 
@@ -82,3 +139,4 @@ class Paths:
             self.hooks_dir,
         ):
             d.mkdir(parents=True, exist_ok=True)
+        self.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -150,11 +150,15 @@ def test_kill_9_master_mid_jobs(cluster: TempCluster) -> None:
     for j in queued:
         assert _status(cl, j) == "success"
     assert c.config()["cluster"]["uuid"] == cfg_before["cluster"]["uuid"]
-    # The cluster is consistent: verify only reports instances whose start was cut off.
+    # The config is consistent; verify reports only the drift left by the jobs that
+    # were cut off (the node daemon may finish a start the dead master asked for).
     r = c.run("gnt-cluster", "verify")
     for line in r.stdout.splitlines():
         if "ERROR" in line:
-            assert "instance not running on its primary node" in line, r.stdout
+            assert (
+                "instance not running on its primary node" in line
+                or "instance should not run, but is running" in line
+            ), r.stdout
     assert c.run("gnt-instance", "list", check=True).returncode == 0
 
 

@@ -117,7 +117,7 @@ def test_bad_file_is_refused_and_left_untouched(paths: Paths, case: str) -> None
         ConfigWriter.load(paths.config_file)
     assert paths.config_file.read_bytes() == content
     assert os.stat(paths.config_file).st_mtime_ns == before.st_mtime_ns
-    assert _stray_files(paths.data_dir) == ["queue"]
+    assert _stray_files(paths.data_dir) == ["node-identity.json", "queue"]
 
 
 def test_missing_version_says_so(paths: Paths) -> None:
@@ -171,7 +171,7 @@ def test_crash_before_rename_keeps_old_config(
     monkeypatch.undo()
     assert paths.config_file.read_bytes() == old
     assert store.load(paths.config_file).instances == {}
-    assert _stray_files(paths.data_dir) == ["queue"]
+    assert _stray_files(paths.data_dir) == ["node-identity.json", "queue"]
     assert cfg.dirty  # the change is not on disk
 
 
@@ -188,7 +188,7 @@ def test_crash_while_writing_keeps_old_config(
         store.write_atomic(paths.config_file, b"{}")
     monkeypatch.undo()
     assert paths.config_file.read_bytes() == old
-    assert _stray_files(paths.data_dir) == ["queue"]
+    assert _stray_files(paths.data_dir) == ["node-identity.json", "queue"]
 
 
 # --- ConfigWriter: mutations --------------------------------------------------------------------
@@ -316,13 +316,13 @@ def test_commit_writes_changes(paths: Paths, cfg: ConfigWriter) -> None:
     on_disk = store.load(paths.config_file)
     assert on_disk.serial_no == cfg.serial
     assert [i.name for i in on_disk.instances.values()] == ["inst1"]
-    assert _stray_files(paths.data_dir) == ["queue"]
+    assert _stray_files(paths.data_dir) == ["node-identity.json", "queue"]
 
 
 def test_group_commit(paths: Paths, cfg: ConfigWriter) -> None:
     n = 50
     written: list[int] = []
-    cfg.listeners.append(lambda data, blob: written.append(data.serial_no))
+    cfg.listeners.append(lambda serial, blob: written.append(serial))
 
     async def job(i: int) -> None:
         await asyncio.sleep(0)

@@ -38,6 +38,9 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "OP_INSTANCE_REBOOT": {"instance_name": "inst1"},
     "OP_INSTANCE_RENAME": {"instance_name": "inst1", "new_name": "inst2"},
     "OP_INSTANCE_QUERY_DATA": {},
+    "OP_NODE_ADD": {"node_name": "node2", "primary_ip": "198.51.100.12"},
+    "OP_NODE_REMOVE": {"node_name": "node2"},
+    "OP_NODE_SET_PARAMS": {"node_name": "node2", "offline": True},
 }
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from corral import __version__, hypervisor, storage
 from corral.backend import hooks
-from corral.backend.dispatch import check_complete, handler
+from corral.backend.dispatch import handler
 from corral.errors import HypervisorError
 from corral.hypervisor.base import Hypervisor
 from corral.paths import Paths
@@ -26,6 +27,9 @@ class NodeBackend:
     def __init__(self, paths: Paths, node_name: str) -> None:
         self.paths = paths
         self.node_name = node_name
+        # Set by corral-noded: re-read the CRL / drop the cluster's TLS context.
+        self.on_crl_update: list[Callable[[], None]] = []
+        self.on_leave: list[Callable[[], None]] = []
 
     def hv(self, name: str) -> Hypervisor:
         return hypervisor.get(name, self.paths)
@@ -140,6 +144,3 @@ async def hooks_runner(b: NodeBackend, args: t.HooksRunArgs) -> t.HooksResult:
 async def test_delay(b: NodeBackend, args: t.DelayArgs) -> t.Empty:
     await asyncio.sleep(max(0.0, args.duration))
     return t.Empty()
-
-
-check_complete()

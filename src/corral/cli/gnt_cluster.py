@@ -98,6 +98,12 @@ def _setup_init(p: argparse.ArgumentParser) -> None:
     _add_param_options(p)
     p.add_argument("--node-name", help="name of this node (default: the host name)")
     p.add_argument("--master-ip", default="127.0.0.1", help="IP of the master node")
+    p.add_argument(
+        "--noded-port",
+        type=int,
+        default=1811,
+        help="TCP port of corral-noded on every node (default 1811)",
+    )
     p.add_argument("--file-storage-dir")
     p.add_argument("--shared-file-storage-dir")
     p.add_argument(
@@ -109,7 +115,7 @@ def _setup_init(p: argparse.ArgumentParser) -> None:
 
 def cmd_init(client: Client, args: argparse.Namespace) -> int:
     from corral import bootstrap
-    from corral.daemons import masterd
+    from corral.daemons import masterd, noded
 
     paths = Paths.from_env()
     data = bootstrap.init_cluster(
@@ -127,8 +133,10 @@ def cmd_init(client: Client, args: argparse.Namespace) -> int:
         candidate_pool_size=args.candidate_pool_size or 10,
         file_storage_dir=args.file_storage_dir,
         shared_file_storage_dir=args.shared_file_storage_dir,
+        noded_port=args.noded_port,
     )
     if not args.no_start_master:
+        noded.start_background(paths, args.master_ip, args.noded_port)
         masterd.start_background(paths)
     master = data.nodes[data.cluster.master_node].name
     print(f"Cluster {data.cluster.cluster_name} initialised; master node {master}")
@@ -143,6 +151,7 @@ def _setup_destroy(p: argparse.ArgumentParser) -> None:
 
 def cmd_destroy(client: Client, args: argparse.Namespace) -> int:
     from corral import bootstrap
+    from corral.daemons import noded
 
     if not args.yes_do_it:
         raise UsageError("destroying a cluster is irreversible; run with --yes-do-it", ECode.INVAL)
@@ -150,8 +159,36 @@ def cmd_destroy(client: Client, args: argparse.Namespace) -> int:
     client.close()
     paths = Paths.from_env()
     bootstrap.stop_masterd(paths)
+    noded.stop(paths)
     bootstrap.remove_cluster_state(paths)
     print("Cluster destroyed")
+    return EXIT_SUCCESS
+
+
+def _setup_failover(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-voting",
+        action="store_true",
+        help="take over even without a majority of master candidates (dangerous)",
+    )
+    p.add_argument("--yes-do-it", action="store_true", help="confirm --no-voting")
+
+
+def cmd_master_failover(client: Client, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from corral import failover
+    from corral.daemons import masterd
+
+    if args.no_voting and not args.yes_do_it:
+        raise UsageError(
+            "--no-voting can give two masters if the old one is alive; add --yes-do-it to confirm",
+            ECode.INVAL,
+        )
+    paths = Paths.from_env()
+    old = asyncio.run(failover.master_failover(paths, no_voting=args.no_voting))
+    masterd.start_background(paths, extra_args=["--no-voting"] if args.no_voting else [])
+    print(f"Master failover done: {failover.my_name(paths)} is the master (was {old})")
     return EXIT_SUCCESS
 
 
@@ -333,6 +370,12 @@ COMMANDS = [
     Command("destroy", cmd_destroy, _setup_destroy, "destroy the cluster"),
     Command("info", cmd_info, _none, "show cluster configuration"),
     Command("getmaster", cmd_getmaster, _none, "print the master node's name"),
+    Command(
+        "master-failover",
+        cmd_master_failover,
+        _setup_failover,
+        "make this master candidate the master (with voting)",
+    ),
     Command("modify", cmd_modify, _setup_modify, "change cluster parameters"),
     Command("verify", cmd_verify, _setup_verify, "check the cluster's consistency"),
     Command("add-tags", cmd_add_tags, _setup_tags, "add tags to the cluster"),

@@ -12,10 +12,12 @@ from corral.cli.common import (
     EXIT_SUCCESS,
     Command,
     add_list_options,
+    add_submit_options,
     cli_main,
     format_unit,
     list_command,
     list_fields_command,
+    op_common,
     setup_list_fields,
     submit_or_wait,
 )
@@ -102,6 +104,90 @@ def cmd_info(client: Client, args: argparse.Namespace) -> int:
     return EXIT_SUCCESS
 
 
+def _setup_add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node")
+    p.add_argument(
+        "--primary-ip",
+        "-p",
+        dest="primary_ip",
+        required=True,
+        help="the node's address on the management network",
+    )
+    p.add_argument("-s", "--secondary-ip", dest="secondary_ip")
+    p.add_argument(
+        "--join", help="FINGERPRINT:TOKEN from 'corral-noded --join-info' on the new node"
+    )
+    p.add_argument("--readd", action="store_true", help="re-enrol a node already known")
+    p.add_argument("-g", "--node-group", dest="group")
+    p.add_argument("--master-capable", choices=["yes", "no"], default="yes")
+    p.add_argument("--vm-capable", choices=["yes", "no"], default="yes")
+    add_submit_options(p)
+
+
+def cmd_add(client: Client, args: argparse.Namespace) -> int:
+    op: dict[str, Any] = {
+        "OP_ID": "OP_NODE_ADD",
+        "node_name": args.node,
+        "primary_ip": args.primary_ip,
+        "readd": args.readd,
+        "master_capable": args.master_capable == "yes",
+        "vm_capable": args.vm_capable == "yes",
+        **op_common(args),
+    }
+    for name in ("secondary_ip", "join", "group"):
+        if getattr(args, name):
+            op[name] = getattr(args, name)
+    submit_or_wait(client, [op], args)
+    return EXIT_SUCCESS
+
+
+def _setup_remove(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node")
+    add_submit_options(p)
+
+
+def cmd_remove(client: Client, args: argparse.Namespace) -> int:
+    submit_or_wait(
+        client, [{"OP_ID": "OP_NODE_REMOVE", "node_name": args.node, **op_common(args)}], args
+    )
+    return EXIT_SUCCESS
+
+
+_FLAGS = ("master_candidate", "offline", "drained", "master_capable", "vm_capable")
+
+
+def _setup_modify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node")
+    for flag in _FLAGS:
+        opt = "--" + flag.replace("_", "-")
+        short = {"master_candidate": "-C", "offline": "-O", "drained": "-D"}.get(flag)
+        names = [opt] + ([short] if short else [])
+        p.add_argument(*names, dest=flag, choices=["yes", "no"])
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--auto-promote", action="store_true")
+    add_submit_options(p)
+
+
+def cmd_modify(client: Client, args: argparse.Namespace) -> int:
+    op: dict[str, Any] = {
+        "OP_ID": "OP_NODE_SET_PARAMS",
+        "node_name": args.node,
+        "force": args.force,
+        "auto_promote": args.auto_promote,
+        **op_common(args),
+    }
+    for flag in _FLAGS:
+        v = getattr(args, flag)
+        if v is not None:
+            op[flag] = v == "yes"
+    result = submit_or_wait(client, [op], args)
+    if result:
+        print(f"Modified node {args.node}")
+        for name, value in result:
+            print(f" - {name} -> {value}")
+    return EXIT_SUCCESS
+
+
 def _setup_tags(p: argparse.ArgumentParser) -> None:
     p.add_argument("node")
     p.add_argument("tags", nargs="*")
@@ -138,6 +224,9 @@ def cmd_list_tags(client: Client, args: argparse.Namespace) -> int:
 
 
 COMMANDS = [
+    Command("add", cmd_add, _setup_add, "enrol a node into the cluster"),
+    Command("remove", cmd_remove, _setup_remove, "remove a node and revoke its certificate"),
+    Command("modify", cmd_modify, _setup_modify, "change a node's roles and flags"),
     Command("list", cmd_list, _setup_list, "list nodes"),
     Command("list-fields", cmd_list_fields, setup_list_fields, "list the fields of nodes"),
     Command("info", cmd_info, _setup_info, "show details of nodes"),

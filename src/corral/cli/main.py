@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(USAGE)
         for name, (prog, _c, desc) in GROUPS.items():
             sys.stdout.write(f"  {name:10s} {desc} (same as {prog})\n")
+        sys.stdout.write(f"  {'vcluster':10s} Virtual cluster of network namespaces on this host\n")
         sys.exit(0 if args else ECode.INVAL.exit_code)
+    if args[0] == "vcluster":  # its own argparse CLI; imported lazily (pyroute2)
+        from corral.cli import vcluster
+
+        sys.exit(vcluster.main(args[1:]))
     group = GROUPS.get(args[0])
     if group is None:
         sys.stderr.write(f"corral: unknown command group {args[0]!r}\n" + USAGE)

@@ -42,7 +42,7 @@ ObjT = TypeVar("ObjT", bound=ConfigObject)
 
 log = logging.getLogger(__name__)
 
-CommitListener = Callable[[ConfigData, bytes], None]
+CommitListener = Callable[[int, bytes], None]  # (serial written, file contents)
 
 
 class ConfigWriter:
@@ -273,7 +273,7 @@ class ConfigWriter:
             self._written_serial = serial
             for listener in self.listeners:
                 try:
-                    listener(self.data, blob)
+                    listener(serial, blob)
                 except Exception:  # a listener must never stall committers
                     log.exception("config commit listener failed")
             still: list[tuple[int, asyncio.Future[None]]] = []

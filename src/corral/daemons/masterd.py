@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from corral import luxi
+from corral import failover, luxi
 from corral.errors import CorralError, DaemonError, ProtocolError
 from corral.master import METHODS, Master
 from corral.paths import Paths
@@ -109,8 +109,11 @@ def _lock_pidfile(paths: Paths) -> int:
     return fd
 
 
-async def serve(paths: Paths) -> None:
+async def serve(paths: Paths, no_voting: bool = False) -> None:
     master = Master(paths)
+    # Refuse to act as master where the cluster says otherwise (an old master
+    # coming back after a failover), before touching the job queue.
+    await failover.check_master_role(paths, master.cfg.data, no_voting)
     failed, requeued = master.start()
     # The loaded config is long-lived: keep the cyclic GC from re-scanning it in
     # every full collection (with 10k instances each one costs ~20 ms, and a big
@@ -133,7 +136,7 @@ async def serve(paths: Paths) -> None:
     await master.stop()
 
 
-def run_foreground(paths: Paths) -> int:
+def run_foreground(paths: Paths, no_voting: bool = False) -> int:
     paths.ensure()
     logging.basicConfig(
         filename=str(paths.masterd_log),
@@ -146,7 +149,7 @@ def run_foreground(paths: Paths) -> int:
         print(f"corral-masterd: {err}", file=sys.stderr)
         return 1
     try:
-        asyncio.run(serve(paths))
+        asyncio.run(serve(paths, no_voting))
     except CorralError as err:
         log.error("cannot start: %s", err)
         print(f"corral-masterd: {err}", file=sys.stderr)
@@ -158,14 +161,16 @@ def run_foreground(paths: Paths) -> int:
     return 0
 
 
-def start_background(paths: Paths, timeout: float = 30.0) -> int:
+def start_background(
+    paths: Paths, timeout: float = 30.0, extra_args: list[str] | None = None
+) -> int:
     """Start masterd detached; return its pid once the socket answers."""
     from corral.client import Client
 
     paths.ensure()
     errlog = open(paths.log_dir / "masterd.stderr", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "corral.daemons.masterd", "-f"],
+        [sys.executable, "-m", "corral.daemons.masterd", "-f", *(extra_args or [])],
         stdin=subprocess.DEVNULL,
         stdout=errlog,
         stderr=errlog,
@@ -191,12 +196,17 @@ def start_background(paths: Paths, timeout: float = 30.0) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="corral-masterd", description=__doc__.splitlines()[0])
     p.add_argument("-f", "--foreground", action="store_true", help="do not detach")
+    p.add_argument(
+        "--no-voting",
+        action="store_true",
+        help="start even if a majority of master candidates cannot confirm this node is the master",
+    )
     args = p.parse_args(argv)
     paths = Paths.from_env()
     if args.foreground:
-        return run_foreground(paths)
+        return run_foreground(paths, args.no_voting)
     try:
-        pid = start_background(paths)
+        pid = start_background(paths, extra_args=["--no-voting"] if args.no_voting else [])
     except CorralError as err:
         print(f"corral-masterd: {err}", file=sys.stderr)
         return 1

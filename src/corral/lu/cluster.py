@@ -30,6 +30,7 @@ from corral.rpc import types as t
 
 MAX_TAGS_PER_OBJECT = 4096
 NODE_MAX_CLOCK_SKEW = 150.0
+CERT_WARN_DAYS = 30
 
 
 def cluster_info(cfg: Any) -> dict[str, Any]:
@@ -264,6 +265,35 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
                     node.name,
                     f"clock skew of {info.payload.time - now:.0f}s with the master",
                 )
+
+        self.log_info("* Verifying master candidates and certificates")
+        masters = await self.rpc.call_multi(targets, defs.MASTER_INFO, t.Empty())
+        serial = data.serial_no
+        for node in online:
+            mi = masters[node.name].payload
+            if mi is None:
+                continue
+            if node.master_candidate and node.uuid != data.cluster.master_node:
+                if mi.config_serial is None:
+                    self._error("node", node.name, "master candidate holds no config copy")
+                elif mi.config_serial < serial:
+                    self._warn(
+                        "node",
+                        node.name,
+                        f"config copy at serial "
+                        f"{mi.config_serial}, master at {serial} (replication "
+                        "pending)",
+                    )
+            if mi.master_node is not None and mi.master_node != cfg.master_node.name:
+                self._error("node", node.name, f"believes {mi.master_node} is the master")
+            if mi.cert_not_after is None:
+                self._error("node", node.name, "has no readable node certificate")
+            else:
+                days = (mi.cert_not_after - now) / 86400
+                if days < 0:
+                    self._error("node", node.name, "node certificate has expired")
+                elif days < CERT_WARN_DAYS:
+                    self._warn("node", node.name, f"node certificate expires in {days:.0f} days")
 
         self.log_info("* Verifying instance status")
         running_on: dict[str, str] = {}

@@ -141,3 +141,35 @@ TEST_DELAY = _call(
     t.Empty,
     "Sleep on the node (gnt-debug delay --on-nodes).",
 )
+UPLOAD_CONFIG = _call(
+    "upload_config",
+    True,
+    Timeout.FAST,
+    t.ConfigUploadArgs,
+    t.Empty,
+    "Store a newer copy of config.data on a master candidate.",
+)
+MASTER_INFO = _call(
+    "master_info",
+    True,
+    Timeout.URGENT,
+    t.Empty,
+    t.MasterInfo,
+    "The node's config serial and who it thinks the master is (voting).",
+)
+UPDATE_CRL = _call(
+    "update_crl",
+    True,
+    Timeout.FAST,
+    t.CrlArgs,
+    t.Empty,
+    "Install a new certificate revocation list and apply it to new connections.",
+)
+NODE_LEAVE = _call(
+    "node_leave",
+    False,
+    Timeout.FAST,
+    t.NodeLeaveArgs,
+    t.Empty,
+    "The node was removed from the cluster: forget its certificates and config.",
+)

@@ -6,6 +6,7 @@ exactly the path ``corral-noded`` serves, so nothing is shared by reference.
 
 from __future__ import annotations
 
+from corral.backend import load as load_backend
 from corral.backend.dispatch import dispatch
 from corral.backend.node import NodeBackend
 from corral.errors import RpcError
@@ -14,6 +15,7 @@ from corral.rpc.client import NodeTarget
 
 class LocalTransport:
     def __init__(self, backend: NodeBackend) -> None:
+        load_backend()
         self.backend = backend
 
     async def request(self, node: NodeTarget, name: str, body: bytes, timeout: float) -> bytes:

@@ -148,3 +148,30 @@ class HooksResult(Record, frozen=True, kw_only=True):
 
 class DelayArgs(Record, frozen=True, kw_only=True):
     duration: float
+
+
+class ConfigUploadArgs(Record, frozen=True, kw_only=True):
+    """A master candidate's copy of ``config.data``; ignored unless newer."""
+
+    serial: int
+    data: str
+
+
+class MasterInfo(Record, frozen=True, kw_only=True):
+    """What a node believes about the cluster (for master voting)."""
+
+    node_name: str
+    cluster_name: str | None = None
+    config_serial: int | None = None  # None: the node holds no config copy
+    master_node: str | None = None
+    cert_not_after: float | None = None  # expiry of the node's certificate (UNIX time)
+
+
+class CrlArgs(Record, frozen=True, kw_only=True):
+    crl_pem: str
+
+
+class NodeLeaveArgs(Record, frozen=True, kw_only=True):
+    """Forget the cluster: drop certificates, config copy and identity."""
+
+    cluster_name: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,13 @@ from corral.paths import Paths
 BIN = Path(sys.executable).parent
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class TempCluster:
     def __init__(
         self,
@@ -36,12 +44,16 @@ class TempCluster:
         self.paths = Paths(self.root)
         self.env = {**os.environ, "CORRAL_ROOT": str(self.root)}
         self.node_name = node_name
+        # Each test cluster's node daemon gets its own port on 127.0.0.1.
+        self.noded_port = free_port()
         if init:
             self.run(
                 "gnt-cluster",
                 "init",
                 "--node-name",
                 node_name,
+                "--noded-port",
+                str(self.noded_port),
                 *(init_args or []),
                 "test-cluster",
                 check=True,
@@ -97,10 +109,13 @@ class TempCluster:
         return data
 
     def close(self) -> None:
+        from corral.daemons import noded
+
         try:
             self.kill_masterd(signal.SIGTERM)
         except AssertionError:
             self.kill_masterd(signal.SIGKILL)
+        noded.stop(self.paths)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> TempCluster:

@@ -1,0 +1,749 @@
+"""``corral-noded``: the node daemon, serving node RPCs over HTTPS with mutual TLS.
+
+Layer: daemon (imports ``backend``, ``pki``). Two modes:
+
+* **enrolled** (the node has its certificate, the CA, and an identity):
+  ``POST /rpc/<call>`` runs the backend function of that call. Clients must
+  present a certificate of the cluster CA that the CRL does not list; the
+  TLS handshake refuses anything else. A new CRL (RPC ``update_crl``) takes
+  effect for the next connection, without a restart: the listener is
+  re-created on the same socket with a fresh TLS context (the kernel's
+  accept queue keeps connections arriving meanwhile), and requests on
+  connections opened before are checked against the new revocation list.
+* **unenrolled** (a fresh node, or one removed from its cluster): serves
+  only ``POST /enroll`` with a self-signed bootstrap certificate. The
+  master pins that certificate's fingerprint and presents the node's join
+  token (``corral-noded --join-info`` prints both); the node stores the
+  certificates it is given and switches to enrolled mode.
+
+Only one noded runs per root (an exclusive lock on the pid file). Bad
+input gets an error reply; the daemon keeps serving.
+
+Usage: ``corral-noded [-f] [--bind ADDR] [--port PORT]`` — without ``-f``
+it starts itself in the background and returns once the port answers;
+``corral-noded --join-info`` prints ``<fingerprint>:<token>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import hmac
+import logging
+import os
+import secrets
+import select
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import weakref
+from collections.abc import Coroutine
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from corral import pki
+from corral.backend import load as load_backend
+from corral.backend.dispatch import MAX_BODY, dispatch, error_reply
+from corral.backend.node import NodeBackend
+from corral.config.store import write_atomic
+from corral.errors import CorralError, DaemonError, ECode, PkiError, ProtocolError, RpcError
+from corral.paths import Paths
+from corral.rpc.https import DEFAULT_PORT
+
+log = logging.getLogger("corral.noded")
+
+DEFAULT_BIND = "0.0.0.0"
+MAX_ENROLL_BODY = 1024 * 1024
+HANDSHAKE_TIMEOUT = 10.0
+KEEPALIVE_TIMEOUT = 120.0  # longer than the client's, so the client closes idle ones first
+SHUTDOWN_TIMEOUT = 5.0
+BACKLOG = 512
+
+ENROLLED = "enrolled"
+UNENROLLED = "unenrolled"
+
+
+class Identity(msgspec.Struct, frozen=True):
+    """``node-identity.json``: who this node is once enrolled."""
+
+    node: str
+    cluster: str
+    port: int = DEFAULT_PORT
+
+
+class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: str
+    node_name: str
+    cluster_name: str
+    ca_pem: str
+    cert_pem: str
+    key_pem: str
+    port: int = DEFAULT_PORT
+    crl_pem: str = ""
+    # Master candidates get the CA key: a candidate may become master and enrol nodes.
+    ca_key_pem: str = ""
+
+
+def read_identity(paths: Paths) -> Identity | None:
+    try:
+        return msgspec.json.decode(paths.node_identity.read_bytes(), type=Identity)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def enrolled_identity(paths: Paths) -> Identity | None:
+    """The node's identity if it is enrolled (identity, certificate, key and CA present)."""
+    ident = read_identity(paths)
+    if ident is None:
+        return None
+    if all(p.exists() for p in (paths.node_cert, paths.node_key, paths.ca_cert)):
+        return ident
+    return None
+
+
+def ensure_join_info(paths: Paths) -> tuple[str, str]:
+    """``(bootstrap certificate fingerprint, join token)``, created if missing."""
+    paths.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        lock = os.open(paths.pki_dir / ".bootstrap.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise PkiError(f"cannot write to {paths.pki_dir}: {err.strerror}") from err
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (paths.bootstrap_cert.exists() and paths.bootstrap_key.exists()):
+            cert, key = pki.self_signed(f"corral-noded bootstrap {socket.gethostname()}")
+            write_atomic(paths.bootstrap_key, key.encode(), mode=0o600)
+            write_atomic(paths.bootstrap_cert, cert.encode(), mode=0o644)
+        if not paths.join_token.exists():
+            write_atomic(paths.join_token, secrets.token_urlsafe(24).encode(), mode=0o600)
+        fp = pki.fingerprint(paths.bootstrap_cert.read_bytes())
+        token = paths.join_token.read_text().strip()
+    except OSError as err:
+        raise PkiError(f"cannot create the bootstrap certificate or join token: {err}") from err
+    finally:
+        os.close(lock)
+    return fp, token
+
+
+def send_tls_alerts() -> None:
+    """Make asyncio's TLS server tell a refused client why (CPython gh-98078).
+
+    asyncio's ``SSLProtocol`` drops the fatal alert OpenSSL queues when a
+    handshake fails (unknown CA, certificate required, revoked), so the
+    client sees the connection just close. Flush the outgoing buffer before
+    the failure is handled, as the upstream fix does; harmless where that
+    fix is present, skipped if asyncio's internals look different.
+    """
+    from asyncio import sslproto
+
+    cls: Any = sslproto.SSLProtocol
+    orig = getattr(cls, "_on_handshake_complete", None)
+    if orig is None or getattr(orig, "_corral_flushes_alerts", False):
+        return
+    if not hasattr(cls, "_process_outgoing"):
+        return
+
+    def on_handshake_complete(self: Any, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            with contextlib.suppress(Exception):
+                self._process_outgoing()
+            if isinstance(handshake_exc, ssl.SSLCertVerificationError):
+                peer = None
+                with contextlib.suppress(Exception):
+                    peer = self._transport.get_extra_info("peername")
+                log.warning(
+                    "refused TLS client %s: %s",
+                    peer[0] if peer else "?",
+                    handshake_exc.verify_message or handshake_exc.reason,
+                )
+        orig(self, handshake_exc)
+
+    on_handshake_complete._corral_flushes_alerts = True  # type: ignore[attr-defined]
+    cls._on_handshake_complete = on_handshake_complete
+
+
+def _error(status: int, err: CorralError) -> web.Response:
+    return web.Response(status=status, body=error_reply(err), content_type="application/json")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    except OSError as err:
+        raise DaemonError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+    sock.setblocking(False)
+    return sock
+
+
+class NodeDaemon:
+    """The HTTPS server of one node, in either mode, switching without a restart."""
+
+    def __init__(self, paths: Paths, bind: str, port: int) -> None:
+        self.paths = paths
+        self.bind = bind
+        self.port = port
+        self.mode = UNENROLLED
+        self.identity: Identity | None = None
+        self.backend: NodeBackend | None = None
+        self.stop_requested = asyncio.Event()
+        self._ctx: ssl.SSLContext | None = None
+        # Contexts whose connections are authenticated cluster members.
+        self._cluster_ctxs: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+        self._revoked: frozenset[int] = frozenset()
+        self._crl_good: bytes | None = None
+        self._peer_serials: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._sock: socket.socket | None = None
+        self._server: asyncio.Server | None = None
+        self._server_ctx: ssl.SSLContext | None = None
+        self._runner: web.AppRunner | None = None
+        self._listen_lock = asyncio.Lock()
+        self._enroll_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # --- modes ---------------------------------------------------------------------------
+
+    def _become_enrolled(self, ident: Identity) -> None:
+        ctx = pki.server_context(self.paths)
+        try:
+            crl = self.paths.crl.read_bytes()
+        except FileNotFoundError:
+            crl = b""
+        except OSError as err:
+            raise PkiError(f"cannot read the CRL {self.paths.crl}: {err.strerror}") from err
+        revoked = frozenset(pki.crl_revoked_serials(crl)) if crl.strip() else frozenset()
+        backend = NodeBackend(self.paths, ident.node)
+        backend.on_crl_update.append(self._on_crl_update)
+        backend.on_leave.append(self._on_leave)
+        self._cluster_ctxs = weakref.WeakSet([ctx])
+        self._revoked = revoked
+        self._crl_good = crl
+        self._ctx = ctx
+        self.backend = backend
+        self.identity = ident
+        self.mode = ENROLLED
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.join_token.unlink()
+        log.info(
+            "enrolled as node %s of cluster %s (%d revoked certificates)",
+            ident.node,
+            ident.cluster,
+            len(revoked),
+        )
+
+    def _become_unenrolled(self) -> None:
+        self.mode = UNENROLLED
+        self.backend = None
+        self.identity = None
+        self._cluster_ctxs = weakref.WeakSet()
+        self._revoked = frozenset()
+        fp, _ = ensure_join_info(self.paths)
+        self._ctx = pki.bootstrap_server_context(
+            self.paths.bootstrap_cert, self.paths.bootstrap_key
+        )
+        log.info("not enrolled: serving /enroll only, bootstrap certificate %s", fp)
+
+    def _on_crl_update(self) -> None:
+        """Backend callback (inside ``update_crl``): apply the new CRL file."""
+        try:
+            crl = self.paths.crl.read_bytes()
+            revoked = frozenset(pki.crl_revoked_serials(crl))
+            ctx = pki.server_context(self.paths)
+        except (PkiError, OSError) as err:
+            # Put the last good CRL back so that a restart does not fail either.
+            if self._crl_good:
+                write_atomic(self.paths.crl, self._crl_good, mode=0o644)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self.paths.crl.unlink()
+            if isinstance(err, PkiError):
+                raise
+            raise PkiError(f"cannot read the CRL {self.paths.crl}: {err}") from err
+        self._crl_good = crl
+        self._revoked = revoked
+        self._cluster_ctxs.add(ctx)
+        self._ctx = ctx
+        self._switch_listener()
+        log.info("installed a new CRL (%d revoked certificates)", len(revoked))
+
+    def _on_leave(self) -> None:
+        """Backend callback (inside ``node_leave``): forget the cluster, wait for a new one."""
+        log.info("removed from cluster %s", self.identity.cluster if self.identity else "?")
+        try:
+            self._become_unenrolled()
+        except CorralError as err:
+            log.error("cannot return to unenrolled mode: %s; stopping", err)
+            self.mode = UNENROLLED
+            self.backend = None
+            self._cluster_ctxs = weakref.WeakSet()
+            self.stop_requested.set()
+            return
+        self._switch_listener()
+
+    # --- the listener ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        ident = enrolled_identity(self.paths)
+        if ident is not None:
+            self._become_enrolled(ident)
+        else:
+            self._become_unenrolled()
+        self._sock = _bind(self.bind, self.port)
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/rpc/{name}", self._rpc)
+        app.router.add_route("*", "/enroll", self._enroll)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        await self._runner.setup()
+        await self._listen()
+        log.info("corral-noded (%s) listening on %s:%d", self.mode, self.bind, self.port)
+
+    def _switch_listener(self) -> None:
+        """Stop accepting with the old context now; accept with the new one next.
+
+        Synchronous on purpose: once the call that caused the switch replies,
+        no connection is accepted with the old context. Connections that
+        arrive in between wait in the kernel's accept queue.
+        """
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            self._server_ctx = None
+        self._spawn(self._listen())
+
+    async def _listen(self) -> None:
+        async with self._listen_lock:
+            while not self._closing:
+                ctx = self._ctx
+                if self._server is not None and self._server_ctx is ctx:
+                    return
+                if self._server is not None:
+                    self._server.close()
+                    self._server = None
+                assert self._sock is not None and self._runner is not None and ctx is not None
+                handler = self._runner.server
+                assert handler is not None
+                # A duplicate of the listening socket: closing the old server
+                # closes its duplicate only; the socket and its queue live on.
+                sock = self._sock.dup()
+                try:
+                    server = await asyncio.get_running_loop().create_server(
+                        handler,
+                        sock=sock,
+                        ssl=ctx,
+                        backlog=BACKLOG,
+                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                        start_serving=False,
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
+                if self._ctx is not ctx or self._closing:
+                    server.close()
+                    continue
+                self._server = server
+                self._server_ctx = ctx
+                await server.start_serving()
+                return
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("cannot listen: %s; stopping", t.exception())
+                self.stop_requested.set()
+
+        task.add_done_callback(done)
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._sock is not None:
+            self._sock.close()
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def _refusal(self, request: web.Request) -> str | None:
+        """Why this connection may not make RPCs, or None."""
+        if self.mode != ENROLLED:
+            return "this node is not enrolled in a cluster"
+        transport = request.transport
+        sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+        if sslobj is None or sslobj.context not in self._cluster_ctxs:
+            return "this connection is not authenticated with a cluster certificate"
+        serial = self._peer_serials.get(sslobj)
+        if serial is None:
+            der = sslobj.getpeercert(binary_form=True)
+            if not der:
+                return "no client certificate"
+            try:
+                serial = pki.der_serial(der)
+            except PkiError:
+                return "unreadable client certificate"
+            self._peer_serials[sslobj] = serial
+        if serial in self._revoked:
+            return "the client certificate has been revoked"
+        return None
+
+    async def _rpc(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if request.method != "POST":
+            return _error(405, ProtocolError(f"{request.method} not allowed; POST /rpc/{name}"))
+        refusal = self._refusal(request)
+        backend = self.backend
+        if refusal is not None or backend is None:
+            resp = _error(403, RpcError(refusal or "not enrolled", ECode.STATE, call=name))
+            resp.force_close()
+            return resp
+        size = request.content_length
+        if size is not None and size > MAX_BODY:
+            return _error(413, ProtocolError(f"request body too large ({size} bytes)"))
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, ProtocolError(f"request body larger than {MAX_BODY} bytes"))
+        reply = await dispatch(backend, name, body)
+        return web.Response(body=reply, content_type="application/json")
+
+    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+        return _error(404, ProtocolError(f"no such resource: {request.path[:100]}", ECode.NOENT))
+
+    async def _enroll(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "POST":
+            return _error(405, ProtocolError(f"{request.method} not allowed; POST /enroll"))
+        if self.mode == ENROLLED:
+            return _error(409, ProtocolError("this node is already enrolled", ECode.STATE))
+        size = request.content_length
+        if size is not None and size > MAX_ENROLL_BODY:
+            return _error(413, ProtocolError(f"enrolment request too large ({size} bytes)"))
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, ProtocolError("enrolment request too large"))
+        if len(body) > MAX_ENROLL_BODY:
+            return _error(413, ProtocolError("enrolment request too large"))
+        try:
+            req = msgspec.json.decode(body, type=EnrollRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            return _error(400, ProtocolError(f"invalid enrolment request: {err}"))
+        async with self._enroll_lock:
+            if self.mode == ENROLLED:
+                return _error(409, ProtocolError("this node is already enrolled", ECode.STATE))
+            try:
+                expected = self.paths.join_token.read_bytes().strip()
+            except OSError:
+                expected = b""
+            if not expected or not hmac.compare_digest(req.token.encode(), expected):
+                log.warning("enrolment refused: wrong join token (from %s)", request.remote)
+                return _error(403, ProtocolError("wrong join token", ECode.INVAL))
+            if not 0 < req.port < 65536 or not req.node_name or not req.cluster_name:
+                return _error(400, ProtocolError("invalid node name, cluster name or port"))
+            try:
+                pki.check_node_bundle(
+                    req.ca_pem, req.cert_pem, req.key_pem, req.crl_pem, req.node_name
+                )
+            except PkiError as err:
+                return _error(400, err)
+            ident = Identity(node=req.node_name, cluster=req.cluster_name, port=req.port)
+            try:
+                self._install(req, ident)
+                self._become_enrolled(ident)
+            except (CorralError, OSError) as err:
+                log.error("enrolment failed: %s", err)
+                self._uninstall()
+                with contextlib.suppress(CorralError):
+                    self._become_unenrolled()
+                return _error(500, PkiError(f"enrolment failed on the node: {err}"))
+            # The reply goes out on this (bootstrap) connection before the
+            # listener switches to the cluster context.
+            resp = web.Response(body=b'{"ok":true}', content_type="application/json")
+            resp.force_close()
+            try:
+                await resp.prepare(request)
+                await resp.write_eof()
+            finally:  # enrolled even if the caller went away meanwhile
+                self._switch_listener()
+            return resp
+
+    def _install(self, req: EnrollRequest, ident: Identity) -> None:
+        p = self.paths
+        p.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        p.data_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(p.ca_cert, req.ca_pem.encode(), mode=0o644)
+        if req.crl_pem:
+            write_atomic(p.crl, req.crl_pem.encode(), mode=0o644)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.crl.unlink()
+        write_atomic(p.node_key, req.key_pem.encode(), mode=0o600)
+        write_atomic(p.node_cert, req.cert_pem.encode(), mode=0o644)
+        if req.ca_key_pem:
+            write_atomic(p.ca_key, req.ca_key_pem.encode(), mode=0o600)
+        write_atomic(p.node_identity, msgspec.json.encode(ident), mode=0o644)
+
+    def _uninstall(self) -> None:
+        p = self.paths
+        for f in (p.node_identity, p.node_cert, p.node_key, p.ca_cert, p.crl, p.ca_key):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+
+
+# --- process management ------------------------------------------------------------------
+
+
+def _lock_pidfile(paths: Paths) -> int:
+    paths.noded_pidfile.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.noded_pidfile, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DaemonError(f"another corral-noded is running for {paths.root}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def running(paths: Paths) -> int | None:
+    """PID of this root's node daemon, or None (asks the pid file's lock)."""
+    try:
+        fd = os.open(paths.noded_pidfile, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(os.read(fd, 64).decode().strip())
+            except ValueError:
+                return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def stop(paths: Paths, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
+    """Signal this root's node daemon (found by its pid file) and wait until it is gone."""
+    pid = running(paths)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running(paths) is None:
+            return True
+        time.sleep(0.01)
+    raise DaemonError(f"corral-noded (pid {pid}) did not stop within {timeout:.0f}s")
+
+
+async def serve(paths: Paths, bind: str, port: int, ready_fd: int | None = None) -> None:
+    load_backend()
+    send_tls_alerts()
+    daemon = NodeDaemon(paths, bind, port)
+    try:
+        await daemon.start()
+    except BaseException:
+        await daemon.stop()
+        raise
+    if ready_fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, f"ready {port}\n".encode())
+            os.close(ready_fd)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.stop_requested.set)
+    await daemon.stop_requested.wait()
+    log.info("shutting down")
+    await daemon.stop()
+
+
+def _effective_port(paths: Paths, port: int | None) -> int:
+    if port is not None:
+        return port
+    ident = enrolled_identity(paths)
+    return ident.port if ident is not None else DEFAULT_PORT
+
+
+def run_foreground(paths: Paths, bind: str, port: int | None, ready_fd: int | None = None) -> int:
+    paths.ensure()
+    logging.basicConfig(
+        filename=str(paths.noded_log),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        fd = _lock_pidfile(paths)
+    except DaemonError as err:
+        print(f"corral-noded: {err}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(serve(paths, bind, _effective_port(paths, port), ready_fd))
+    except CorralError as err:
+        log.error("cannot start: %s", err)
+        print(f"corral-noded: {err}", file=sys.stderr)
+        return 1
+    finally:
+        os.close(fd)
+    return 0
+
+
+def _tls_answers(host: str, port: int) -> bool:
+    """Whether a TLS server answers a handshake there (refusing us counts)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=2.0) as raw,
+            ctx.wrap_socket(raw),
+        ):
+            return True
+    except ssl.SSLError:
+        return True
+    except OSError:
+        return False
+
+
+def start_background(
+    paths: Paths,
+    bind: str = DEFAULT_BIND,
+    port: int | None = None,
+    netns: str | None = None,
+    timeout: float = 30.0,
+) -> int:
+    """Start noded detached (in network namespace ``netns`` if given).
+
+    Returns its pid once it listens and, outside a namespace, once a TLS
+    handshake on its port succeeds.
+    """
+    paths.ensure()
+    rfd, wfd = os.pipe()
+    cmd = [sys.executable, "-m", "corral.daemons.noded", "-f", "--bind", bind]
+    cmd += ["--ready-fd", str(wfd)]
+    if port is not None:
+        cmd += ["--port", str(port)]
+    if netns is not None:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    errpath = paths.log_dir / "noded.stderr"
+    try:
+        with open(errpath, "ab") as errlog:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=errlog,
+                stderr=errlog,
+                start_new_session=True,
+                pass_fds=(wfd,),
+                env={**os.environ, "CORRAL_ROOT": str(paths.root)},
+            )
+    except OSError as err:
+        os.close(rfd)
+        raise DaemonError(f"cannot start corral-noded: {err}") from err
+    finally:
+        os.close(wfd)
+    deadline = time.monotonic() + timeout
+    try:
+        data = b""
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DaemonError(f"corral-noded did not start within {timeout:.0f}s")
+            ready, _, _ = select.select([rfd], [], [], left)
+            if ready:
+                chunk = os.read(rfd, 64)
+                if not chunk:
+                    break
+                data += chunk
+    finally:
+        os.close(rfd)
+    if not data.startswith(b"ready "):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        tail = errpath.read_text(errors="replace")[-500:].strip()
+        raise DaemonError(f"corral-noded exited with status {proc.returncode}: {tail}")
+    real_port = int(data.split()[1])
+    if netns is None:
+        host = "127.0.0.1" if bind in ("0.0.0.0", "") else "::1" if bind == "::" else bind
+        while not _tls_answers(host, real_port):
+            if time.monotonic() > deadline:
+                raise DaemonError(f"corral-noded does not answer on {host}:{real_port}")
+            time.sleep(0.02)
+    return proc.pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="corral-noded", description=__doc__.splitlines()[0])
+    p.add_argument("-f", "--foreground", action="store_true", help="do not detach")
+    p.add_argument("--bind", default=DEFAULT_BIND, help="address to listen on (default: all)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"TCP port (default: the enrolled port, else {DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--join-info",
+        action="store_true",
+        help="print <bootstrap certificate fingerprint>:<join token> for gnt-node add --join",
+    )
+    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    paths = Paths.from_env()
+    if args.join_info:
+        ident = enrolled_identity(paths)
+        if ident is not None:
+            print(
+                f"corral-noded: this node is already enrolled as {ident.node} "
+                f"in cluster {ident.cluster}",
+                file=sys.stderr,
+            )
+            return 1
+        try:
+            paths.ensure()
+            fp, token = ensure_join_info(paths)
+        except (CorralError, OSError) as err:
+            print(f"corral-noded: {err}", file=sys.stderr)
+            return 1
+        print(f"{fp}:{token}")
+        return 0
+    if args.foreground:
+        return run_foreground(paths, args.bind, args.port, args.ready_fd)
+    try:
+        pid = start_background(paths, args.bind, args.port)
+    except CorralError as err:
+        print(f"corral-noded: {err}", file=sys.stderr)
+        return 1
+    print(f"corral-noded started (pid {pid})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The virtual cluster: N nodes on one host, each a network namespace.
+
+See :mod:`corral.vcluster.cluster` for the layout; :mod:`corral.vcluster.net`
+wraps pyroute2 (namespaces, veths, bridges), :mod:`corral.vcluster.proc`
+stops only the processes it recorded.
+"""
+
+from __future__ import annotations
+
+from corral.vcluster.cluster import (
+    DEFAULT_BASE,
+    NODED_PORT,
+    DownReport,
+    VCluster,
+    VClusterError,
+    VNode,
+    add_guest_ns,
+    down,
+    down_all,
+    init_cluster,
+    list_clusters,
+    run_in,
+    spawn_in,
+    start_node_daemon,
+    status,
+    up,
+    virtual_cluster,
+)
+
+__all__ = [
+    "DEFAULT_BASE",
+    "NODED_PORT",
+    "DownReport",
+    "VCluster",
+    "VClusterError",
+    "VNode",
+    "add_guest_ns",
+    "down",
+    "down_all",
+    "init_cluster",
+    "list_clusters",
+    "run_in",
+    "spawn_in",
+    "start_node_daemon",
+    "status",
+    "up",
+    "virtual_cluster",
+]

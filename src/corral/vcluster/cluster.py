@@ -1,0 +1,686 @@
+"""The virtual cluster: N nodes on one host, for tests and the demo.
+
+Layer: testing support (imports ``paths`` and this package's ``net``/``proc``).
+
+Layout, for prefix ``P`` (e.g. ``cv3f2a-``)::
+
+    namespace Psw   bridges  mgmt (no IP)        vmnet (no IP)
+                             |  ports Pm1..PmN   |  ports Pv1..PvN
+    namespace Pn<i> mgmt0 198.51.100.(10+i)/24   vmnet0 -> bridge br0 (no IP)
+
+Each node has a root directory ``<base>/Pn<i>/`` (its ``CORRAL_ROOT``) and its
+own ``corral-noded`` on ``<mgmt IP>:1811``. ``br0`` is the ``link`` bridged
+NICs use; 203.0.113.0/24 is left to instances. Nothing is created in the host
+namespace. ``<base>/vcluster.json`` (written atomically, updated after every
+step) records what was made; :func:`down` removes it, and after a crash also
+every namespace named with the prefix and every recorded process that still
+is the one we started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corral.paths import Paths
+from corral.vcluster import net
+from corral.vcluster.proc import ProcRecord, cmdline, is_ours, reap, starttime, stop
+
+BIN = Path(sys.executable).parent
+DEFAULT_BASE = Path("/var/tmp/corral-vcluster")
+STATE_FILE = "vcluster.json"
+PROC_FILE = "vcluster-procs.json"  # per node root: processes started there
+MGMT_NET = "198.51.100"
+MGMT_PREFIXLEN = 24
+VM_NETWORK = "203.0.113.0/24"
+NODED_PORT = 1811
+MAX_NODES = 200
+SWITCH_BRIDGES = ("mgmt", "vmnet")
+NODE_BRIDGE = "br0"
+PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,8}-")
+
+
+class VClusterError(Exception):
+    pass
+
+
+# --- model --------------------------------------------------------------------------
+
+
+@dataclass
+class VNode:
+    index: int
+    name: str
+    ns: str
+    mgmt_ip: str
+    root: str
+    noded_pid: int | None = None
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(Path(self.root))
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The host environment with ``CORRAL_ROOT`` set to this node's root."""
+        return {**os.environ, "CORRAL_ROOT": self.root}
+
+
+@dataclass
+class VCluster:
+    prefix: str
+    base: Path
+    nodes: list[VNode] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)  # created, in order
+    links: list[dict[str, str]] = field(default_factory=list)  # {"ns", "name", "kind"}
+    dirs: list[str] = field(default_factory=list)
+    processes: list[ProcRecord] = field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def switch_ns(self) -> str:
+        return f"{self.prefix}sw"
+
+    @property
+    def state_file(self) -> Path:
+        return self.base / STATE_FILE
+
+    @property
+    def master(self) -> VNode:
+        return self.nodes[0]
+
+    def node(self, key: int | str) -> VNode:
+        for n in self.nodes:
+            if key in (n.index, n.name, n.ns):
+                return n
+        raise KeyError(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "prefix": self.prefix,
+            "base": str(self.base),
+            "switch_ns": self.switch_ns,
+            "bridges": {"switch": list(SWITCH_BRIDGES), "node": NODE_BRIDGE},
+            "mgmt_network": f"{MGMT_NET}.0/{MGMT_PREFIXLEN}",
+            "vm_network": VM_NETWORK,
+            "nodes": [vars(n) for n in self.nodes],
+            "namespaces": self.namespaces,
+            "links": self.links,
+            "dirs": self.dirs,
+            "processes": [p.to_dict() for p in self.processes],
+            "complete": self.complete,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VCluster:
+        return cls(
+            prefix=str(d["prefix"]),
+            base=Path(d["base"]),
+            nodes=[VNode(**n) for n in d.get("nodes", [])],
+            namespaces=list(d.get("namespaces", [])),
+            links=list(d.get("links", [])),
+            dirs=list(d.get("dirs", [])),
+            processes=[ProcRecord.from_dict(p) for p in d.get("processes", [])],
+            complete=bool(d.get("complete", False)),
+        )
+
+    def save(self) -> None:
+        _atomic_write(self.state_file, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, base: Path) -> VCluster:
+        try:
+            return cls.from_dict(json.loads((base / STATE_FILE).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise VClusterError(f"no usable state file in {base}: {err}") from err
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _mac(prefix: str, role: int, index: int) -> str:
+    """A stable, locally administered unicast MAC for one of our bridges."""
+    h = hashlib.sha256(prefix.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, h[0], h[1], h[2], role, index))
+
+
+def normalize_prefix(prefix: str) -> str:
+    p = prefix if prefix.endswith("-") else prefix + "-"
+    if not PREFIX_RE.fullmatch(p):
+        raise VClusterError(
+            f"bad prefix {prefix!r}: a lowercase letter, 1-8 more letters or digits, then '-'"
+        )
+    return p
+
+
+def new_prefix() -> str:
+    while True:
+        p = f"cv{secrets.token_hex(2)}-"
+        if not net.list_ns(p) and not (DEFAULT_BASE / p).exists():
+            return p
+
+
+# --- up -----------------------------------------------------------------------------
+
+
+def up(n: int, prefix: str | None = None, base: str | Path | None = None) -> VCluster:
+    """Build the namespaces, switch, links and node roots (no daemons yet).
+
+    On any failure everything made so far is removed before the error propagates.
+    """
+    if not 1 <= n <= MAX_NODES:
+        raise VClusterError(f"number of nodes must be 1..{MAX_NODES}")
+    p = normalize_prefix(prefix) if prefix else new_prefix()
+    b = Path(base).absolute() if base else DEFAULT_BASE / p
+    if (b / STATE_FILE).exists():
+        raise VClusterError(f"{b} already holds a virtual cluster (run down first)")
+    clash = net.list_ns(p)
+    if clash:
+        raise VClusterError(f"namespaces with prefix {p} exist already: {', '.join(clash)}")
+    b.mkdir(parents=True, exist_ok=True)
+    vc = VCluster(prefix=p, base=b)
+    vc.save()  # before creating anything, so a crash leaves a trace
+    try:
+        _build(vc, n)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            down(vc)
+        raise
+    vc.complete = True
+    vc.save()
+    return vc
+
+
+def _new_ns(vc: VCluster, ns: str) -> None:
+    vc.namespaces.append(ns)
+    vc.save()
+    net.create_ns(ns)
+
+
+def _veth(vc: VCluster, sw_name: str, node_ns: str, node_name: str, bridge: str) -> None:
+    net.add_veth(vc.switch_ns, sw_name, node_ns, node_name)
+    vc.links.append({"ns": vc.switch_ns, "name": sw_name, "kind": "veth", "peer": node_name})
+    net.enslave(vc.switch_ns, sw_name, bridge)
+    net.link_up(vc.switch_ns, sw_name)
+
+
+def _build(vc: VCluster, n: int) -> None:
+    sw = vc.switch_ns
+    _new_ns(vc, sw)
+    for role, bridge in enumerate(SWITCH_BRIDGES, start=0xF0):
+        net.add_bridge(sw, bridge, mac=_mac(vc.prefix, role, 0))
+        vc.links.append({"ns": sw, "name": bridge, "kind": "bridge"})
+    vc.save()
+    for i in range(1, n + 1):
+        ns = f"{vc.prefix}n{i}"
+        root = vc.base / ns
+        node = VNode(
+            index=i, name=f"node{i}", ns=ns, mgmt_ip=f"{MGMT_NET}.{10 + i}", root=str(root)
+        )
+        vc.dirs.append(str(root))
+        vc.nodes.append(node)
+        _new_ns(vc, ns)
+        root.mkdir(parents=True, exist_ok=True)
+        Paths(root).ensure()
+        # management: Pm<i> in the switch's mgmt bridge <-> mgmt0 with the node's IP
+        _veth(vc, f"{vc.prefix}m{i}", ns, "mgmt0", "mgmt")
+        net.add_address(ns, "mgmt0", node.mgmt_ip, MGMT_PREFIXLEN)
+        net.link_up(ns, "mgmt0")
+        # VM network: Pv<i> in the switch's vmnet bridge <-> vmnet0, a port of br0
+        _veth(vc, f"{vc.prefix}v{i}", ns, "vmnet0", "vmnet")
+        net.add_bridge(ns, NODE_BRIDGE, mac=_mac(vc.prefix, 0, i))
+        vc.links.append({"ns": ns, "name": NODE_BRIDGE, "kind": "bridge"})
+        net.enslave(ns, "vmnet0", NODE_BRIDGE)
+        net.link_up(ns, "vmnet0")
+        vc.save()
+
+
+def add_guest_ns(vc: VCluster, node: VNode, index: int, address: str, prefixlen: int = 24) -> str:
+    """A namespace standing in for a VM on ``node``'s ``br0`` (address in 203.0.113.0/24).
+
+    Returns the namespace (``P g<index>``), whose ``eth0`` has ``address``;
+    the node side is ``g<index>`` enslaved to ``br0``. :func:`down` removes it.
+    """
+    ns = f"{vc.prefix}g{index}"
+    _new_ns(vc, ns)
+    port = f"g{index}"
+    net.add_veth(node.ns, port, ns, "eth0")
+    vc.links.append({"ns": node.ns, "name": port, "kind": "veth", "peer": "eth0"})
+    net.enslave(node.ns, port, NODE_BRIDGE)
+    net.link_up(node.ns, port)
+    net.add_address(ns, "eth0", address, prefixlen)
+    net.link_up(ns, "eth0")
+    vc.save()
+    return ns
+
+
+# --- processes inside nodes -----------------------------------------------------------
+
+
+def _resolve(prog: str) -> str:
+    """``gnt-node`` → ``<venv>/bin/gnt-node`` when the venv has it."""
+    if os.sep not in prog and (BIN / prog).exists():
+        return str(BIN / prog)
+    return prog
+
+
+def run_in(
+    node: VNode,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    check: bool = False,
+    input: str | None = None,
+    timeout: float = 120.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command inside ``node``'s namespace and wait for it.
+
+    The environment is the host's plus ``CORRAL_ROOT=<node root>`` plus ``env``.
+    A bare program name found in the virtualenv's ``bin`` runs from there.
+    """
+    args = [_resolve(argv[0]), *argv[1:]]
+    proc = net.run_in_ns(
+        node.ns,
+        args,
+        env={**node.env, **(env or {})},
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise VClusterError(
+            f"{' '.join(args)} in {node.ns} failed ({proc.returncode}):\n"
+            f"{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def _node_procs_file(node_root: Path) -> Path:
+    return node_root / PROC_FILE
+
+
+def _read_node_procs(node_root: Path) -> list[ProcRecord]:
+    try:
+        data = json.loads(_node_procs_file(node_root).read_text())
+        return [ProcRecord.from_dict(d) for d in data]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _record(node: VNode, rec: ProcRecord, vc: VCluster | None) -> None:
+    root = Path(node.root)
+    recs = [r for r in _read_node_procs(root) if r.pid != rec.pid] + [rec]
+    _atomic_write(_node_procs_file(root), json.dumps([r.to_dict() for r in recs]) + "\n")
+    if vc is not None:
+        vc.processes = [r for r in vc.processes if r.pid != rec.pid] + [rec]
+        vc.save()
+
+
+def spawn_in(
+    node: VNode,
+    argv: Sequence[str],
+    *,
+    role: str,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    vc: VCluster | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running, detached process inside ``node``'s namespace.
+
+    Its PID, argv and start time are recorded (in the node root, and in the
+    state file when ``vc`` is given) so :func:`down` can stop exactly it.
+    """
+    args = [_resolve(argv[0]), *argv[1:]]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = net.popen_in(
+            node.ns,
+            args,
+            env={**node.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            cwd=node.root,
+        )
+    _record(
+        node,
+        ProcRecord(pid=proc.pid, argv=args, ns=node.ns, role=role, starttime=starttime(proc.pid)),
+        vc,
+    )
+    return proc
+
+
+def noded_argv(node: VNode, port: int = NODED_PORT) -> list[str]:
+    return [str(BIN / "corral-noded"), "-f", "--bind", node.mgmt_ip, "--port", str(port)]
+
+
+def start_node_daemon(
+    node: VNode,
+    *,
+    command: Sequence[str] | None = None,
+    port: int = NODED_PORT,
+    timeout: float = 30.0,
+    vc: VCluster | None = None,
+) -> int:
+    """Start ``corral-noded`` in ``node``'s namespace; return its PID once it accepts.
+
+    ``command`` replaces the daemon for tests; ``{ip}``, ``{port}`` and
+    ``{root}`` in it are filled in. Output goes to ``<root>/var/log/corral/noded.stderr``.
+    """
+    if command is None:
+        argv = noded_argv(node, port)
+        if not Path(argv[0]).exists():
+            raise VClusterError(f"{argv[0]} is not installed")
+    else:
+        argv = [a.format(ip=node.mgmt_ip, port=port, root=node.root) for a in command]
+    log = node.paths.log_dir / "noded.stderr"
+    proc = spawn_in(node, argv, role="noded", log=log, vc=vc)
+    if not net.wait_tcp(node.ns, node.mgmt_ip, port, timeout, alive=lambda: proc.poll() is None):
+        if proc.poll() is None:
+            stop(
+                [
+                    ProcRecord(
+                        pid=proc.pid, argv=[_resolve(argv[0]), *argv[1:]], ns=node.ns, role="noded"
+                    )
+                ]
+            )
+        proc.poll()
+        tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
+        raise VClusterError(
+            f"node daemon on {node.name} ({node.mgmt_ip}:{port}) did not come up "
+            f"(exit status {proc.returncode}):\n{tail.strip()}"
+        )
+    node.noded_pid = proc.pid
+    if vc is not None:
+        vc.save()
+    return proc.pid
+
+
+def init_cluster(
+    vc: VCluster,
+    *,
+    noded_command: Sequence[str] | None = None,
+    cluster_name: str = "vcluster",
+    extra_init_args: Sequence[str] = (),
+) -> None:
+    """Bring the virtual cluster to life: a Corral cluster over all its nodes.
+
+    Node 1 becomes the master: ``gnt-cluster init`` runs inside its namespace
+    (writing the config and the cluster CA), then its ``corral-noded`` and
+    ``corral-masterd`` start there. Every other node starts an unenrolled
+    ``corral-noded`` and is enrolled with ``gnt-node add --join``, using the
+    fingerprint and one-time token it prints with ``corral-noded --join-info``.
+    With ``noded_command`` (tests of the network only) no cluster is created.
+    """
+    if noded_command is not None:
+        for node in vc.nodes:
+            start_node_daemon(node, command=noded_command, vc=vc)
+        return
+    master = vc.master
+    run_in(
+        master,
+        [
+            "gnt-cluster",
+            "init",
+            "--no-start-master",
+            "--node-name",
+            master.name,
+            "--master-ip",
+            master.mgmt_ip,
+            "--noded-port",
+            str(NODED_PORT),
+            *extra_init_args,
+            cluster_name,
+        ],
+        check=True,
+    )
+    start_node_daemon(master, vc=vc)
+    spawn_in(
+        master,
+        ["corral-masterd", "-f"],
+        role="masterd",
+        log=master.paths.log_dir / "masterd.stderr",
+        vc=vc,
+    )
+    deadline = time.monotonic() + 30
+    while run_in(master, ["gnt-cluster", "getmaster"]).returncode != 0:
+        if time.monotonic() > deadline:
+            raise VClusterError("corral-masterd on the master node did not come up")
+        time.sleep(0.05)
+    for node in vc.nodes:
+        if node is master:
+            continue
+        start_node_daemon(node, vc=vc)
+        join = run_in(node, ["corral-noded", "--join-info"], check=True).stdout.strip()
+        run_in(
+            master,
+            ["gnt-node", "add", "--primary-ip", node.mgmt_ip, "--join", join, node.name],
+            check=True,
+        )
+
+
+# --- down / status --------------------------------------------------------------------
+
+
+def _infer_prefix(base: Path) -> str | None:
+    for entry in sorted(base.iterdir()) if base.is_dir() else []:
+        m = re.fullmatch(r"([a-z][a-z0-9]{1,8}-)n\d+", entry.name)
+        if m and entry.is_dir():
+            return m.group(1)
+    return None
+
+
+def _resolve_target(
+    target: VCluster | str | Path,
+) -> tuple[str | None, Path | None, VCluster | None]:
+    """(prefix, base, state) for a VCluster, a base directory or a prefix."""
+    if isinstance(target, VCluster):
+        return target.prefix, target.base, target
+    text = str(target)
+    if isinstance(target, Path) or os.sep in text:
+        base = Path(text).absolute()
+        try:
+            state = VCluster.load(base)
+            return state.prefix, base, state
+        except VClusterError:
+            return _infer_prefix(base), base, None
+    prefix = normalize_prefix(text)
+    base = DEFAULT_BASE / prefix
+    try:
+        return prefix, base, VCluster.load(base)
+    except VClusterError:
+        return prefix, base if base.exists() else None, None
+
+
+@dataclass
+class DownReport:
+    prefix: str | None
+    base: str | None
+    stopped: list[int] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+
+
+def _pidfile_records(node_root: Path) -> list[ProcRecord]:
+    """Daemons that detached themselves inside our node's namespace and left a
+    pid file in its root (e.g. ``corral-masterd`` started without ``-f``)."""
+    out: list[ProcRecord] = []
+    paths = Paths(node_root)
+    ns = node_root.name  # a node's root directory is named like its namespace
+    ident = net.ns_inode(ns)
+    for pidfile, prog in (
+        (paths.masterd_pidfile, "corral-masterd"),
+        (paths.noded_pidfile, "corral-noded"),
+    ):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            st = os.stat(f"/proc/{pid}/ns/net")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ident is None or (st.st_dev, st.st_ino) != ident:
+            continue
+        cl = cmdline(pid) or []
+        if any(os.path.basename(a) == prog or a == f"corral.daemons.{prog[7:]}" for a in cl):
+            out.append(ProcRecord(pid=pid, argv=cl, ns=ns, role=prog))
+    return out
+
+
+def down(target: VCluster | str | Path, *, prefix: str | None = None) -> DownReport:
+    """Remove a virtual cluster: its processes, namespaces (and so links), directories.
+
+    ``target`` is a :class:`VCluster`, a base directory, or a prefix. Works from
+    a stale, partial or missing state file: every namespace named with the
+    prefix goes, and every recorded process (state file or per-node record)
+    that is still the process we started is stopped.
+    """
+    p, base, state = _resolve_target(target)
+    if prefix is not None:
+        p = normalize_prefix(prefix)
+    report = DownReport(prefix=p, base=str(base) if base else None)
+    if p is None and state is None:
+        raise VClusterError(f"cannot tell which virtual cluster {target} is (give the prefix)")
+
+    # 1. processes. Node roots are only ever directories named like a node
+    # namespace of this prefix: nothing else is read from or removed.
+    candidates = [Path(d) for d in state.dirs] if state is not None else []
+    if base is not None and base.is_dir():
+        candidates += list(base.iterdir())
+    node_re = re.escape(p or (state.prefix if state else "")) + r"n\d+"
+    node_roots = [d for d in dict.fromkeys(candidates) if re.fullmatch(node_re, d.name)]
+    records: dict[int, ProcRecord] = {}
+    for rec in state.processes if state else []:
+        records[rec.pid] = rec
+    for root in node_roots:
+        for rec in _read_node_procs(root):
+            records.setdefault(rec.pid, rec)
+        for rec in _pidfile_records(root):
+            records.setdefault(rec.pid, rec)
+    report.stopped = stop(list(records.values()))
+    for pid in records:
+        reap(pid)
+
+    # 2. namespaces (their links go with them)
+    names = list(state.namespaces) if state else []
+    if p is not None:
+        names += net.list_ns(p)
+    for ns in reversed(list(dict.fromkeys(names))):
+        if not net.ns_exists(ns):
+            continue
+        others = [pid for pid in net.pids_in_ns(ns) if pid not in records]
+        if others:
+            report.leftovers.append(f"{ns}: processes not started by vcluster: {others}")
+        net.remove_ns(ns)
+        report.namespaces.append(ns)
+
+    # 3. directories: node roots named with our prefix, then the state file and base
+    for root in node_roots:
+        if root.is_dir():
+            shutil.rmtree(root, ignore_errors=True)
+            report.dirs.append(str(root))
+    if base is not None and base.is_dir():
+        for name in (STATE_FILE,):
+            with contextlib.suppress(FileNotFoundError):
+                (base / name).unlink()
+        for stray in base.glob(f".{STATE_FILE}.*"):
+            with contextlib.suppress(OSError):
+                stray.unlink()
+        with contextlib.suppress(OSError):
+            base.rmdir()  # only if empty: a user-given --root keeps its other files
+            report.dirs.append(str(base))
+    return report
+
+
+def down_all() -> list[DownReport]:
+    """``down`` for every virtual cluster under :data:`DEFAULT_BASE`."""
+    out = []
+    if DEFAULT_BASE.is_dir():
+        for entry in sorted(DEFAULT_BASE.iterdir()):
+            if entry.is_dir() and PREFIX_RE.fullmatch(entry.name):
+                out.append(down(entry, prefix=entry.name))
+    return out
+
+
+def status(target: VCluster | str | Path) -> dict[str, Any]:
+    """What exists of a virtual cluster: nodes, namespaces, daemons."""
+    _p, _base, state = _resolve_target(target)
+    if state is None:
+        raise VClusterError(f"no state file for virtual cluster {target}")
+    nodes = []
+    for node in state.nodes:
+        recs = [r for r in _read_node_procs(Path(node.root)) if r.role == "noded"]
+        pid = node.noded_pid or (recs[-1].pid if recs else None)
+        rec = next((r for r in recs if r.pid == pid), None)
+        nodes.append(
+            {
+                "name": node.name,
+                "ns": node.ns,
+                "ns_exists": net.ns_exists(node.ns),
+                "mgmt_ip": node.mgmt_ip,
+                "root": node.root,
+                "noded_pid": pid,
+                "noded_running": bool(rec and is_ours(rec)),
+            }
+        )
+    return {
+        "prefix": state.prefix,
+        "base": str(state.base),
+        "complete": state.complete,
+        "switch_ns": state.switch_ns,
+        "switch_exists": net.ns_exists(state.switch_ns),
+        "namespaces": net.list_ns(state.prefix),
+        "nodes": nodes,
+    }
+
+
+def list_clusters() -> list[Path]:
+    """Base directories under :data:`DEFAULT_BASE` that hold a state file."""
+    if not DEFAULT_BASE.is_dir():
+        return []
+    return sorted(e for e in DEFAULT_BASE.iterdir() if (e / STATE_FILE).exists())
+
+
+@contextlib.contextmanager
+def virtual_cluster(
+    n: int = 3,
+    prefix: str | None = None,
+    base: str | Path | None = None,
+    *,
+    init: bool = True,
+    noded_command: Sequence[str] | None = None,
+) -> Iterator[VCluster]:
+    """``up`` (+ :func:`init_cluster` when ``init``), always ``down`` afterwards."""
+    vc = up(n, prefix=prefix, base=base)
+    try:
+        if init:
+            init_cluster(vc, noded_command=noded_command)
+        yield vc
+    finally:
+        down(vc)
