@@ -24,6 +24,10 @@ from corral.objects import Cluster, ConfigData, Node, NodeGroup
 from corral.opcodes import HOSTNAME_RE
 from corral.paths import Paths
 
+# Cluster-wide paths, as every node sees them (under its root prefix, if any).
+DEFAULT_FILE_STORAGE_DIR = "/srv/corral/file-storage"
+DEFAULT_SHARED_FILE_STORAGE_DIR = "/srv/corral/shared-file-storage"
+
 
 def default_node_name() -> str:
     return socket.gethostname().split(".")[0] or "node1"
@@ -123,14 +127,14 @@ def init_cluster(
         enabled_disk_templates=templates,
         mac_prefix=mac_prefix,
         candidate_pool_size=candidate_pool_size,
-        file_storage_dir=file_storage_dir or str(paths.file_storage_dir),
-        shared_file_storage_dir=shared_file_storage_dir or str(paths.shared_file_storage_dir),
+        file_storage_dir=file_storage_dir or DEFAULT_FILE_STORAGE_DIR,
+        shared_file_storage_dir=shared_file_storage_dir or DEFAULT_SHARED_FILE_STORAGE_DIR,
         noded_port=noded_port,
     )
     data = ConfigData(cluster=cluster, nodegroups={group.uuid: group}, nodes={node.uuid: node})
     paths.ensure()
-    os.makedirs(cluster.file_storage_dir, exist_ok=True)
-    os.makedirs(cluster.shared_file_storage_dir, exist_ok=True)
+    os.makedirs(paths.host_path(cluster.file_storage_dir), exist_ok=True)
+    os.makedirs(paths.host_path(cluster.shared_file_storage_dir), exist_ok=True)
     write_node_files(
         paths, node_name, cluster_name, noded_port, ca_cert, node_cert, node_key, crl, ca_key
     )

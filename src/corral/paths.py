@@ -125,6 +125,17 @@ class Paths:
     def noded_log(self) -> Path:
         return self.log_dir / "noded.log"
 
+    def host_path(self, path: str) -> Path:
+        """Where a cluster-wide path (``/srv/corral/…``) lives under this root.
+
+        The config holds paths as every node sees them; a node with a root
+        prefix (tests, the virtual cluster) finds them under its prefix.
+        """
+        p = Path(path)
+        if self.root == Path("/") or not p.is_absolute():
+            return p
+        return self.root / p.relative_to("/")
+
     def hv_run_dir(self, hypervisor: str) -> Path:
         return self.run_dir / f"{hypervisor}-hypervisor"
 

@@ -352,6 +352,13 @@ def check_crl(ca_cert_pem: str | bytes, crl_pem: str | bytes) -> x509.Certificat
     return crl
 
 
+def check_ca_key(ca_cert_pem: str | bytes, ca_key_pem: str | bytes) -> None:
+    """The key is the CA's, else :class:`PkiError`."""
+    ca = load_cert(ca_cert_pem, "CA certificate")
+    if ca.public_key() != load_key(ca_key_pem, "CA key").public_key():
+        raise PkiError("the CA key does not belong to the CA certificate", ECode.INVAL)
+
+
 def check_node_bundle(
     ca_pem: str, cert_pem: str, key_pem: str, crl_pem: str, node_name: str
 ) -> None:
@@ -439,6 +446,10 @@ def server_context(paths: Paths) -> ssl.SSLContext:
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _base(ctx, paths)
+    # No session resumption: every connection shows its certificate to the
+    # current CRL (nobody resumes sessions here anyway).
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.num_tickets = 0
     return ctx
 
 

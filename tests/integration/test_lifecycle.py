@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from corral.testing.cluster import TempCluster
 
@@ -44,7 +43,7 @@ def test_instance_lifecycle(cluster: TempCluster) -> None:
     # The disk image exists, sized as asked, and is sparse.
     cfg = c.config()
     (disk,) = cfg["disks"].values()
-    image = Path(disk["logical_id"][1])
+    image = c.paths.host_path(disk["logical_id"][1])
     assert image.stat().st_size == 64 << 20
 
     c.run("gnt-instance", "shutdown", "inst1", check=True)

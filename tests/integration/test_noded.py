@@ -434,7 +434,15 @@ def test_leave_and_rejoin(harness: Harness) -> None:
     res = call(harness.master, node, defs.VERSION, t.Empty())
     assert res.failed and "node5" in (res.fail_msg or "")
     fp, token = noded.ensure_join_info(node.paths)
-    asyncio.run(https.enroll("127.0.0.1", node.port, fp, token, harness.payload(node)))
+    # rejoin as a master candidate, which also gets the CA key; a wrong key is refused
+    payload = harness.payload(node)
+    wrong = {**payload, "ca_key_pem": pki.create_ca(CLUSTER)[1]}
+    with pytest.raises(RpcError, match="CA key does not belong"):
+        asyncio.run(https.enroll("127.0.0.1", node.port, fp, token, wrong))
+    assert not node.paths.ca_key.exists() and not node.paths.node_cert.exists()
+    payload["ca_key_pem"] = harness.ca_key
+    asyncio.run(https.enroll("127.0.0.1", node.port, fp, token, payload))
+    assert node.paths.ca_key.stat().st_mode & 0o777 == 0o600
     assert call(harness.master, node, defs.VERSION, t.Empty()).get().protocol == 1
     assert noded.running(node.paths) == node.pid
 

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from corral import __version__, hypervisor, storage
 from corral.backend import hooks
 from corral.backend.dispatch import handler
@@ -30,6 +32,15 @@ class NodeBackend:
         # Set by corral-noded: re-read the CRL / drop the cluster's TLS context.
         self.on_crl_update: list[Callable[[], None]] = []
         self.on_leave: list[Callable[[], None]] = []
+
+    def local_disk(self, disk: t.DiskSpec) -> t.DiskSpec:
+        """The disk with its path as this node sees it (under the root prefix)."""
+        if not disk.path:
+            return disk
+        return msgspec.structs.replace(disk, path=str(self.paths.host_path(disk.path)))
+
+    def local_instance(self, inst: t.InstanceSpec) -> t.InstanceSpec:
+        return msgspec.structs.replace(inst, disks=[self.local_disk(d) for d in inst.disks])
 
     def hv(self, name: str) -> Hypervisor:
         return hypervisor.get(name, self.paths)
@@ -96,12 +107,13 @@ async def instance_info(b: NodeBackend, args: t.InstanceNameArgs) -> t.InstanceI
 
 @handler(defs.INSTANCE_START)
 async def instance_start(b: NodeBackend, args: t.InstanceStartArgs) -> t.Empty:
-    hv = b.hv(args.instance.hypervisor)
-    hv.verify_params(args.instance.hvparams)
-    for d in args.instance.disks:
+    inst = b.local_instance(args.instance)
+    hv = b.hv(inst.hypervisor)
+    hv.verify_params(inst.hvparams)
+    for d in inst.disks:
         if d.path and not os.path.exists(d.path):
-            raise HypervisorError(f"disk {d.index} of {args.instance.name} is missing: {d.path}")
-    await hv.start(args.instance, paused=args.startup_paused)
+            raise HypervisorError(f"disk {d.index} of {inst.name} is missing: {d.path}")
+    await hv.start(inst, paused=args.startup_paused)
     return t.Empty()
 
 
@@ -124,13 +136,13 @@ async def instance_reboot(b: NodeBackend, args: t.InstanceRebootArgs) -> t.Empty
 
 @handler(defs.BLOCKDEV_CREATE)
 async def blockdev_create(b: NodeBackend, args: t.DiskCreateArgs) -> t.Empty:
-    await storage.create(args.disk)
+    await storage.create(b.local_disk(args.disk))
     return t.Empty()
 
 
 @handler(defs.BLOCKDEV_REMOVE)
 async def blockdev_remove(b: NodeBackend, args: t.DiskRemoveArgs) -> t.Empty:
-    await storage.remove(args.disk)
+    await storage.remove(b.local_disk(args.disk))
     return t.Empty()
 
 

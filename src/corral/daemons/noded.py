@@ -286,7 +286,18 @@ class NodeDaemon:
             self._cluster_ctxs = weakref.WeakSet()
             self.stop_requested.set()
             return
+        self._drop_connections()
         self._switch_listener()
+
+    def _drop_connections(self) -> None:
+        """Close every kept-alive connection once its current request is answered.
+
+        They were authenticated for the cluster this node just left (or for the
+        bootstrap mode it just ended); clients must reconnect and handshake again.
+        """
+        server = self._runner.server if self._runner is not None else None
+        for conn in list(server.connections if server is not None else []):
+            conn.close()
 
     # --- the listener ----------------------------------------------------------------------
 
@@ -465,6 +476,8 @@ class NodeDaemon:
                 pki.check_node_bundle(
                     req.ca_pem, req.cert_pem, req.key_pem, req.crl_pem, req.node_name
                 )
+                if req.ca_key_pem:
+                    pki.check_ca_key(req.ca_pem, req.ca_key_pem)
             except PkiError as err:
                 return _error(400, err)
             ident = Identity(node=req.node_name, cluster=req.cluster_name, port=req.port)
@@ -485,6 +498,7 @@ class NodeDaemon:
                 await resp.prepare(request)
                 await resp.write_eof()
             finally:  # enrolled even if the caller went away meanwhile
+                self._drop_connections()
                 self._switch_listener()
             return resp
 

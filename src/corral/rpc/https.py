@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -156,6 +157,24 @@ class _Where:
         self.url = url
 
 
+# A node that vanishes (partition, power loss) must not hold a call for its
+# whole timeout class (up to an hour): the kernel aborts a connection whose
+# data stays unacknowledged, or whose idle keepalive probes go unanswered,
+# for DEAD_PEER_SECONDS. A node busy with a long call still acknowledges.
+DEAD_PEER_SECONDS = 10
+
+
+def _dead_peer_detecting_socket(addr_info: Any) -> socket.socket:
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 2)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_SECONDS * 1000)
+    return sock
+
+
 class HttpsTransport:
     """:class:`~corral.rpc.client.Transport` to ``corral-noded`` over mutual TLS.
 
@@ -193,6 +212,7 @@ class HttpsTransport:
                 limit=0,
                 limit_per_host=self.limit_per_host,
                 keepalive_timeout=self.keepalive_timeout,
+                socket_factory=_dead_peer_detecting_socket,
             )
             session = aiohttp.ClientSession(
                 connector=connector,
