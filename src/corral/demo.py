@@ -1,101 +1,183 @@
-"""``make demo``: a narrated tour of a one-node cluster in a temporary root.
+"""``make demo``: a narrated tour of a 3-node virtual cluster.
 
-Runs the real ``gnt-*`` commands against a real ``corral-masterd`` (fake
-hypervisor), printing each command and its output, then tears everything
-down — also when a step fails.
+Builds three nodes as network namespaces on this host (``corral vcluster``),
+each with its own root and ``corral-noded``; node1 runs ``corral-masterd``
+and enrols the others over mutual TLS. Then it runs the real ``gnt-*``
+commands (fake hypervisor), printing each with its output, fails the master
+over to node2, and tears everything down — also when a step fails.
 """
 
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 import time
 
-from corral.testing.cluster import TempCluster
+from corral import bootstrap
+from corral import vcluster as vcl
+from corral.daemons import noded
 
-STEPS: list[tuple[str | None, list[str]]] = [
-    ("Cluster information", ["gnt-cluster", "info"]),
+Step = tuple[str | None, list[str], str]  # title, argv, on which node ("master" or a name)
+
+STEPS: list[Step] = [
     (
-        "Create a web server with a 1 GiB file disk and a bridged NIC",
+        "The nodes: node1 is the master, the others enrolled master candidates",
+        ["gnt-node", "list", "-o", "name,role,pip,mtotal,mfree,ctotal"],
+        "master",
+    ),
+    ("Cluster information", ["gnt-cluster", "info"], "master"),
+    (
+        "Create an instance on each node: a 1 GiB file disk, a NIC on the VM bridge br0",
         [
             "gnt-instance",
             "add",
+            "-n",
+            "node1",
             "-t",
             "file",
             "--disk",
             "0:size=1G",
             "--net",
-            "0:mode=bridged,link=br0",
+            "0:link=br0",
             "-B",
             "memory=512M,vcpus=2",
             "web1",
         ],
+        "master",
     ),
     (
-        "Create two more; one stays down",
-        ["gnt-instance", "add", "-B", "memory=256M", "--tags", "role:db", "db1"],
+        None,
+        ["gnt-instance", "add", "-n", "node2", "-B", "memory=256M", "--tags", "role:db", "db1"],
+        "master",
     ),
-    (None, ["gnt-instance", "add", "--no-start", "spare1"]),
-    ("List the instances (Ganeti's default fields)", ["gnt-instance", "list"]),
+    (None, ["gnt-instance", "add", "-n", "node3", "--no-start", "spare1"], "master"),
     (
-        "List with chosen fields and a filter",
+        "List instances (Ganeti's default fields), then chosen fields with a filter",
+        ["gnt-instance", "list"],
+        "master",
+    ),
+    (
+        None,
         [
             "gnt-instance",
             "list",
             "-o",
-            "name,status,be/maxmem,nic.macs,disk.sizes,tags",
+            "name,pnode,status,be/maxmem,nic.macs,tags",
             "-F",
             'status == "running"',
         ],
+        "master",
     ),
-    ("Live node data", ["gnt-node", "list"]),
-    ("Start, reboot and stop", ["gnt-instance", "startup", "spare1"]),
-    (None, ["gnt-instance", "reboot", "--type", "hard", "web1"]),
-    (None, ["gnt-instance", "shutdown", "db1"]),
-    ("A job submitted in the background, then watched", ["gnt-debug", "delay", "--submit", "0.3"]),
-    (None, ["gnt-job", "list"]),
-    ("Check the cluster", ["gnt-cluster", "verify"]),
-    ("A dry run changes nothing", ["gnt-instance", "add", "--dry-run", "web2"]),
+    (
+        "Start, reboot and stop go to each instance's node over RPC",
+        ["gnt-instance", "startup", "spare1"],
+        "master",
+    ),
+    (None, ["gnt-instance", "reboot", "--type", "hard", "web1"], "master"),
+    (None, ["gnt-instance", "shutdown", "db1"], "master"),
+    (
+        "A job submitted in the background, then the job list",
+        ["gnt-debug", "delay", "--submit", "0.3"],
+        "master",
+    ),
+    (None, ["gnt-job", "list"], "master"),
+    (
+        "Check the cluster: reachability, versions, config copies, certificates, clocks",
+        ["gnt-cluster", "verify"],
+        "master",
+    ),
+    (
+        "A dry run changes nothing",
+        ["gnt-instance", "add", "-n", "node2", "--dry-run", "web2"],
+        "master",
+    ),
     (
         "Bad input is refused with a reason and an error code",
-        ["gnt-instance", "add", "--disk", "0:size=-1G", "-t", "file", "web2"],
+        ["gnt-instance", "add", "-n", "node2", "-t", "file", "--disk", "0:size=-1G", "web2"],
+        "master",
     ),
-    ("Remove everything", ["gnt-instance", "remove", "-f", "web1"]),
-    (None, ["gnt-instance", "remove", "-f", "db1"]),
-    (None, ["gnt-instance", "remove", "-f", "spare1"]),
-    (None, ["gnt-instance", "list"]),
-    ("Job history", ["gnt-job", "list"]),
-    ("Destroy the cluster", ["gnt-cluster", "destroy", "--yes-do-it"]),
+    (
+        "Mark node3 offline, then back online",
+        ["gnt-node", "modify", "--offline", "yes", "--force", "node3"],
+        "master",
+    ),
+    (None, ["gnt-node", "list", "-o", "name,role,mfree,pinst_cnt"], "master"),
+    (None, ["gnt-node", "modify", "--offline", "no", "node3"], "master"),
+    (None, ["gnt-node", "modify", "--master-candidate", "yes", "node3"], "master"),
 ]
+
+FAILOVER: list[Step] = [
+    (
+        "node2 takes over (the candidates vote), the instances are untouched",
+        ["gnt-cluster", "master-failover"],
+        "node2",
+    ),
+    (None, ["gnt-cluster", "getmaster"], "node2"),
+    (None, ["gnt-instance", "list", "-o", "name,pnode,status"], "node2"),
+]
+
+EXPECTED_FAILURE = "0:size=-1G"
+
+
+def _run(vc: vcl.VCluster, step: Step, master: str) -> bool:
+    title, argv, where = step
+    node = vc.node(master if where == "master" else where)
+    if title:
+        print(f"\n# {title}")
+    print(f"[{node.name}]$ " + " ".join(shlex.quote(a) for a in argv))
+    started = time.monotonic()
+    r = vcl.run_in(node, argv, timeout=120)
+    took = time.monotonic() - started
+    print(r.stdout, end="")
+    print(r.stderr, end="")
+    if (r.returncode != 0) != (EXPECTED_FAILURE in argv):
+        print(f"!! unexpected exit status {r.returncode}")
+        return False
+    print(f"   (exit {r.returncode}, {took * 1000:.0f} ms)")
+    return True
 
 
 def main() -> int:
     t0 = time.monotonic()
-    print("== Corral demo: a one-node cluster with the fake hypervisor ==")
-    cluster = TempCluster(prefix="corral-demo-", init=False)
+    print("== Corral demo: a 3-node virtual cluster (fake hypervisor) ==")
     failures = 0
+    vc = vcl.up(3)
     try:
-        print(f"\n# Initialise a cluster under {cluster.root}")
-        print("$ gnt-cluster init --node-name node1 demo-cluster")
-        r = cluster.run("gnt-cluster", "init", "--node-name", "node1", "demo-cluster", check=True)
-        print(r.stdout, end="")
-        for title, argv in STEPS:
-            if title:
-                print(f"\n# {title}")
-            print("$ " + " ".join(shlex.quote(a) for a in argv))
-            started = time.monotonic()
-            r = cluster.run(*argv)
-            took = time.monotonic() - started
-            print(r.stdout, end="")
-            print(r.stderr, end="", file=sys.stdout)
-            expected_fail = argv[:2] == ["gnt-instance", "add"] and "0:size=-1G" in argv
-            if (r.returncode != 0) != expected_fail:
-                failures += 1
-                print(f"!! unexpected exit status {r.returncode}")
-            else:
-                print(f"   (exit {r.returncode}, {took * 1000:.0f} ms)")
+        print(f"\n# Build 3 nodes as network namespaces (prefix {vc.prefix}):")
+        for n in vc.nodes:
+            print(
+                f"   {n.name}: namespace {n.ns}, {n.mgmt_ip} on the management switch, "
+                f"bridge br0 on the VM network, root {n.root}"
+            )
+        print("# gnt-cluster init on node1, then gnt-node add --join for node2 and node3")
+        started = time.monotonic()
+        vcl.init_cluster(vc, cluster_name="demo")
+        print(f"   (cluster up in {time.monotonic() - started:.1f}s)")
+        failures += sum(not _run(vc, s, "node1") for s in STEPS)
+        print("\n# The master dies (both its daemons are killed)")
+        bootstrap.stop_masterd(vc.master.paths, sig=signal.SIGKILL)
+        noded.stop(vc.master.paths, sig=signal.SIGKILL)
+        failures += sum(not _run(vc, s, "node2") for s in FAILOVER)
+        print("\n# node1 comes back: its node daemon serves, its master daemon refuses to run")
+        vcl.start_node_daemon(vc.master, vc=vc)
+        r = vcl.run_in(vc.master, ["corral-masterd"])
+        print("[node1]$ corral-masterd")
+        print((r.stdout + r.stderr).strip())
+        if r.returncode == 0:
+            failures += 1
+            print("!! the old master started")
+        for name in ("web1", "db1", "spare1"):
+            failures += not _run(
+                vc, (None, ["gnt-instance", "remove", "-f", name], "node2"), "node2"
+            )
+        failures += not _run(vc, ("Job history", ["gnt-job", "list"], "node2"), "node2")
     finally:
-        cluster.close()
+        report = vcl.down(vc)
+        print(
+            f"\n# Tear down: stopped {len(report.stopped)} processes, removed "
+            f"{len(report.namespaces)} namespaces"
+        )
     print(
         f"\n== demo finished in {time.monotonic() - t0:.1f}s, "
         f"{'all steps as expected' if not failures else f'{failures} unexpected results'};"
