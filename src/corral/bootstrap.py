@@ -8,18 +8,17 @@ master daemon before ``init`` nor after ``destroy``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import signal
 import socket
-import time
 from typing import Any
 
 from corral import hypervisor, params, pki
 from corral.config import store
-from corral.errors import ConfigError, DaemonError, ECode, OpPrereqError, ParameterError
+from corral.daemons import pidfile
+from corral.errors import ConfigError, ECode, OpPrereqError, ParameterError
 from corral.objects import Cluster, ConfigData, Node, NodeGroup
 from corral.opcodes import HOSTNAME_RE
 from corral.paths import Paths
@@ -166,44 +165,13 @@ def write_node_files(
 
 
 def masterd_running(paths: Paths) -> int | None:
-    """PID of this root's master daemon, or None.
-
-    Asks the pid file's lock, not ``kill(pid, 0)``: a daemon that exited but
-    was not yet reaped by init still has a PID, but no longer holds the lock.
-    """
-    try:
-        fd = os.open(paths.masterd_pidfile, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                return int(os.read(fd, 64).decode().strip())
-            except ValueError:
-                return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    """PID of this root's master daemon, or None."""
+    return pidfile.running(paths.masterd_pidfile)
 
 
 def stop_masterd(paths: Paths, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
     """Signal the master daemon of this root (by its pid file) and wait for it."""
-    pid = masterd_running(paths)
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if masterd_running(paths) is None:
-            return True
-        time.sleep(0.01)
-    raise DaemonError(f"corral-masterd (pid {pid}) did not stop within {timeout:.0f}s")
+    return pidfile.stop(paths.masterd_pidfile, "corral-masterd", timeout, sig)
 
 
 def remove_cluster_state(paths: Paths) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import gc
 import logging
 import os
@@ -25,6 +24,7 @@ import time
 from typing import Any
 
 from corral import failover, luxi
+from corral.daemons import pidfile
 from corral.errors import CorralError, DaemonError, ProtocolError
 from corral.master import METHODS, Master
 from corral.paths import Paths
@@ -97,16 +97,7 @@ class LuxiServer:
 
 
 def _lock_pidfile(paths: Paths) -> int:
-    paths.masterd_pidfile.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.masterd_pidfile, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DaemonError(f"another corral-masterd is running for {paths.root}") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+    return pidfile.lock(paths.masterd_pidfile, "corral-masterd")
 
 
 async def serve(paths: Paths, no_voting: bool = False) -> None:

@@ -53,6 +53,7 @@ from corral.backend import load as load_backend
 from corral.backend.dispatch import MAX_BODY, dispatch, error_reply
 from corral.backend.node import NodeBackend
 from corral.config.store import write_atomic
+from corral.daemons import pidfile
 from corral.errors import CorralError, DaemonError, ECode, PkiError, ProtocolError, RpcError
 from corral.paths import Paths
 from corral.rpc.https import DEFAULT_PORT
@@ -529,53 +530,17 @@ class NodeDaemon:
 
 
 def _lock_pidfile(paths: Paths) -> int:
-    paths.noded_pidfile.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.noded_pidfile, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DaemonError(f"another corral-noded is running for {paths.root}") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+    return pidfile.lock(paths.noded_pidfile, "corral-noded")
 
 
 def running(paths: Paths) -> int | None:
-    """PID of this root's node daemon, or None (asks the pid file's lock)."""
-    try:
-        fd = os.open(paths.noded_pidfile, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                return int(os.read(fd, 64).decode().strip())
-            except ValueError:
-                return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    """PID of this root's node daemon, or None."""
+    return pidfile.running(paths.noded_pidfile)
 
 
 def stop(paths: Paths, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
     """Signal this root's node daemon (found by its pid file) and wait until it is gone."""
-    pid = running(paths)
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if running(paths) is None:
-            return True
-        time.sleep(0.01)
-    raise DaemonError(f"corral-noded (pid {pid}) did not stop within {timeout:.0f}s")
+    return pidfile.stop(paths.noded_pidfile, "corral-noded", timeout, sig)
 
 
 async def serve(paths: Paths, bind: str, port: int, ready_fd: int | None = None) -> None:
