@@ -109,6 +109,10 @@ async def master_failover(paths: Paths, no_voting: bool = False) -> str:
                 f"this node has {cfg.serial_no}); wait for replication or fail over there",
                 ECode.STATE,
             )
+    if old is not None and any(v.node == old.name and v.info is not None for v in votes):
+        # The old master is alive: make sure its master daemon stops before
+        # this node takes over, or the cluster would have two masters.
+        await stop_old_master(paths, cfg, old.name, old.primary_ip)
     cfg.cluster.master_node = mine.uuid
     cfg.cluster.serial_no += 1
     cfg.cluster.mtime = time.time()
@@ -118,6 +122,24 @@ async def master_failover(paths: Paths, no_voting: bool = False) -> str:
     store.write_atomic(paths.config_file, blob)
     await push_config(paths, cfg, me, blob)
     return old_name
+
+
+async def stop_old_master(paths: Paths, cfg: ConfigData, name: str, address: str) -> None:
+    from corral.rpc.https import HttpsTransport
+
+    transport = HttpsTransport(paths, cfg.cluster.noded_port)
+    try:
+        res = await RpcClient(transport).call(
+            NodeTarget(name, address), defs.MASTER_STOP, t.Empty()
+        )
+    finally:
+        await transport.close()
+    if res.failed:
+        raise OpPrereqError(
+            f"the old master {name} is reachable but its master daemon could "
+            f"not be stopped: {res.fail_msg}; not taking over",
+            ECode.STATE,
+        )
 
 
 async def push_config(paths: Paths, cfg: ConfigData, me: str, blob: bytes) -> None:

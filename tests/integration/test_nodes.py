@@ -266,3 +266,19 @@ def test_master_failover_with_voting(vc: vcl.VCluster) -> None:
     # It catches up with the new configuration and agrees.
     assert poll_until(lambda: (serial_of(old) or 0) >= master_serial(new), 20)
     assert gnt(vc, "gnt-cluster", "verify", check=False, master=new).returncode == 0
+
+
+def test_failover_back_stops_the_live_old_master(vc: vcl.VCluster) -> None:
+    """Failing over while the old master still runs: its master daemon is stopped first."""
+    from corral import bootstrap
+
+    node1, node2, _ = vc.nodes
+    assert bootstrap.masterd_running(node2.paths) is not None
+    assert poll_until(lambda: (serial_of(node1) or 0) >= master_serial(node2), 20)
+    r = vcl.run_in(node1, ["gnt-cluster", "master-failover"], check=True)
+    assert "node1 is the master (was node2)" in r.stdout
+    assert bootstrap.masterd_running(node2.paths) is None  # no second master
+    assert gnt(vc, "gnt-cluster", "getmaster", master=node1).stdout.strip() == "node1"
+    out = gnt(vc, "gnt-instance", "list", "--no-headers", "-o", "name", master=node1).stdout
+    assert "after-failover" in out.split()
+    assert gnt(vc, "gnt-cluster", "verify", check=False, master=node1).returncode == 0

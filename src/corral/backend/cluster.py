@@ -9,6 +9,7 @@ when they are removed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 
@@ -18,6 +19,7 @@ from corral import pki
 from corral.backend.dispatch import handler
 from corral.backend.node import NodeBackend
 from corral.config import store
+from corral.daemons import pidfile
 from corral.errors import ConfigError, CorralError, ECode
 from corral.rpc import defs
 from corral.rpc import types as t
@@ -133,4 +135,11 @@ async def node_leave(b: NodeBackend, args: t.NodeLeaveArgs) -> t.Empty:
             p.unlink()
     for cb in b.on_leave:
         cb()
+    return t.Empty()
+
+
+@handler(defs.MASTER_STOP)
+async def master_stop(b: NodeBackend, args: t.Empty) -> t.Empty:
+    """Stop this node's master daemon (by its pid file) and wait until it is gone."""
+    await asyncio.to_thread(pidfile.stop, b.paths.masterd_pidfile, "corral-masterd")
     return t.Empty()

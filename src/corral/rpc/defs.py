@@ -173,3 +173,11 @@ NODE_LEAVE = _call(
     t.Empty,
     "The node was removed from the cluster: forget its certificates and config.",
 )
+MASTER_STOP = _call(
+    "master_stop",
+    False,
+    Timeout.FAST,
+    t.Empty,
+    t.Empty,
+    "Stop the master daemon on this node (the master role moved elsewhere).",
+)
