@@ -29,11 +29,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import hmac
 import logging
 import os
-import secrets
 import select
 import signal
 import socket
@@ -54,6 +52,13 @@ from corral.backend.dispatch import MAX_BODY, dispatch, error_reply
 from corral.backend.node import NodeBackend
 from corral.config.store import write_atomic
 from corral.daemons import pidfile
+from corral.daemons.nodeid import (
+    EnrollRequest,
+    Identity,
+    enrolled_identity,
+    ensure_join_info,
+)
+from corral.daemons.tls_alerts import send_tls_alerts
 from corral.errors import CorralError, DaemonError, ECode, PkiError, ProtocolError, RpcError
 from corral.paths import Paths
 from corral.rpc.https import DEFAULT_PORT
@@ -69,105 +74,6 @@ BACKLOG = 512
 
 ENROLLED = "enrolled"
 UNENROLLED = "unenrolled"
-
-
-class Identity(msgspec.Struct, frozen=True):
-    """``node-identity.json``: who this node is once enrolled."""
-
-    node: str
-    cluster: str
-    port: int = DEFAULT_PORT
-
-
-class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    token: str
-    node_name: str
-    cluster_name: str
-    ca_pem: str
-    cert_pem: str
-    key_pem: str
-    port: int = DEFAULT_PORT
-    crl_pem: str = ""
-    # Master candidates get the CA key: a candidate may become master and enrol nodes.
-    ca_key_pem: str = ""
-
-
-def read_identity(paths: Paths) -> Identity | None:
-    try:
-        return msgspec.json.decode(paths.node_identity.read_bytes(), type=Identity)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-def enrolled_identity(paths: Paths) -> Identity | None:
-    """The node's identity if it is enrolled (identity, certificate, key and CA present)."""
-    ident = read_identity(paths)
-    if ident is None:
-        return None
-    if all(p.exists() for p in (paths.node_cert, paths.node_key, paths.ca_cert)):
-        return ident
-    return None
-
-
-def ensure_join_info(paths: Paths) -> tuple[str, str]:
-    """``(bootstrap certificate fingerprint, join token)``, created if missing."""
-    paths.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        lock = os.open(paths.pki_dir / ".bootstrap.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as err:
-        raise PkiError(f"cannot write to {paths.pki_dir}: {err.strerror}") from err
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (paths.bootstrap_cert.exists() and paths.bootstrap_key.exists()):
-            cert, key = pki.self_signed(f"corral-noded bootstrap {socket.gethostname()}")
-            write_atomic(paths.bootstrap_key, key.encode(), mode=0o600)
-            write_atomic(paths.bootstrap_cert, cert.encode(), mode=0o644)
-        if not paths.join_token.exists():
-            write_atomic(paths.join_token, secrets.token_urlsafe(24).encode(), mode=0o600)
-        fp = pki.fingerprint(paths.bootstrap_cert.read_bytes())
-        token = paths.join_token.read_text().strip()
-    except OSError as err:
-        raise PkiError(f"cannot create the bootstrap certificate or join token: {err}") from err
-    finally:
-        os.close(lock)
-    return fp, token
-
-
-def send_tls_alerts() -> None:
-    """Make asyncio's TLS server tell a refused client why (CPython gh-98078).
-
-    asyncio's ``SSLProtocol`` drops the fatal alert OpenSSL queues when a
-    handshake fails (unknown CA, certificate required, revoked), so the
-    client sees the connection just close. Flush the outgoing buffer before
-    the failure is handled, as the upstream fix does; harmless where that
-    fix is present, skipped if asyncio's internals look different.
-    """
-    from asyncio import sslproto
-
-    cls: Any = sslproto.SSLProtocol
-    orig = getattr(cls, "_on_handshake_complete", None)
-    if orig is None or getattr(orig, "_corral_flushes_alerts", False):
-        return
-    if not hasattr(cls, "_process_outgoing"):
-        return
-
-    def on_handshake_complete(self: Any, handshake_exc: BaseException | None) -> None:
-        if handshake_exc is not None:
-            with contextlib.suppress(Exception):
-                self._process_outgoing()
-            if isinstance(handshake_exc, ssl.SSLCertVerificationError):
-                peer = None
-                with contextlib.suppress(Exception):
-                    peer = self._transport.get_extra_info("peername")
-                log.warning(
-                    "refused TLS client %s: %s",
-                    peer[0] if peer else "?",
-                    handshake_exc.verify_message or handshake_exc.reason,
-                )
-        orig(self, handshake_exc)
-
-    on_handshake_complete._corral_flushes_alerts = True  # type: ignore[attr-defined]
-    cls._on_handshake_complete = on_handshake_complete
 
 
 def _error(status: int, err: CorralError) -> web.Response:
