@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from corral import errors, luxi
@@ -108,9 +108,6 @@ class Client:
             if st in ("error", "canceled") and isinstance(r, dict):
                 raise errors.from_wire(r)
         raise errors.JobError(f"job {job_id} ended with status {status}")
-
-    def iter_jobs(self, ids: list[int], fields: list[str]) -> Iterator[list[Any] | None]:
-        yield from self.call("QueryJobs", [ids, fields])
 
 
 def poll_until(pred: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:

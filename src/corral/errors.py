@@ -17,7 +17,8 @@ this tree; drivers translate foreign exceptions with ``raise ... from``.
      ├── RpcError                  a node call failed (node, call, reason)
      ├── HypervisorError           a hypervisor driver failed
      ├── DaemonError               cannot reach or start a daemon
-     └── PkiError                  certificates, keys, CRL, TLS contexts
+     ├── PkiError                  certificates, keys, CRL, TLS contexts
+     └── VClusterError             the virtual cluster (defined in vcluster.model)
 
 Each error has an :class:`ECode`, which maps to a CLI exit status and an HTTP
 status; the same codes Ganeti uses (``wrong_input``, ``unknown_entity``, …)

@@ -61,10 +61,6 @@ class Replicator:
             and self.pushed.get(u, -1) < serial
         ]
 
-    def forget(self, node_uuid: str) -> None:
-        """The node's copy is unknown again (it went offline, or was re-added)."""
-        self.pushed.pop(node_uuid, None)
-
     async def push_once(self) -> dict[str, str | None]:
         """Push the newest written config to every stale candidate; returns failures."""
         targets = self.stale_candidates()

@@ -66,9 +66,9 @@ def test_hooks_environment(cluster: TempCluster, tmp_path: Path) -> None:
     assert post["GANETI_POST_INSTANCE_TAGS"] == "a b"
     assert post["GANETI_POST_INSTANCE_BE_maxmem"] == "128"
     assert "GANETI_POST_INSTANCE_HV_start_delay" in post
-    assert post["GANETI_POST_INSTANCE_UUID"] == pre.get(
-        "GANETI_INSTANCE_UUID", post["GANETI_POST_INSTANCE_UUID"]
-    )
+    (uuid,) = c.config()["instances"]
+    assert post["GANETI_POST_INSTANCE_UUID"] == uuid
+    assert "GANETI_INSTANCE_UUID" not in pre  # not created yet in the pre phase
 
 
 def test_failing_pre_hook_aborts(cluster: TempCluster) -> None:

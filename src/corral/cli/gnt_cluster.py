@@ -21,6 +21,7 @@ from corral.cli.common import (
     parse_keyval,
     submit_or_wait,
 )
+from corral.cli.tags import tag_commands
 from corral.client import Client
 from corral.errors import ECode, ParameterError
 from corral.paths import Paths
@@ -295,50 +296,7 @@ def cmd_verify(client: Client, args: argparse.Namespace) -> int:
     return EXIT_SUCCESS if ok else EXIT_FAILURE
 
 
-# --- tags and queue ---------------------------------------------------------------------------
-
-
-def _setup_tags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("tags", nargs="*")
-    p.add_argument("--from", dest="from_file", help="read tags from this file (- for stdin)")
-    p.add_argument("--submit", action="store_true")
-
-
-def read_tags(args: argparse.Namespace) -> list[str]:
-    tags = list(args.tags)
-    if args.from_file:
-        try:
-            f = sys.stdin if args.from_file == "-" else open(args.from_file)  # noqa: SIM115
-            with f:
-                tags.extend(line.strip() for line in f if line.strip())
-        except (OSError, UnicodeDecodeError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            raise ParameterError(
-                "from", f"cannot read tags from {args.from_file}: {reason}"
-            ) from None
-    if not tags:
-        raise UsageError("no tags given", ECode.INVAL)
-    return tags
-
-
-def cmd_add_tags(client: Client, args: argparse.Namespace) -> int:
-    submit_or_wait(
-        client, [{"OP_ID": "OP_TAGS_SET", "kind": "cluster", "tags": read_tags(args)}], args
-    )
-    return EXIT_SUCCESS
-
-
-def cmd_remove_tags(client: Client, args: argparse.Namespace) -> int:
-    submit_or_wait(
-        client, [{"OP_ID": "OP_TAGS_DEL", "kind": "cluster", "tags": read_tags(args)}], args
-    )
-    return EXIT_SUCCESS
-
-
-def cmd_list_tags(client: Client, args: argparse.Namespace) -> int:
-    for t in client.call("QueryTags", ["cluster", None]):
-        print(t)
-    return EXIT_SUCCESS
+# --- queue ---------------------------------------------------------------------------
 
 
 def _setup_queue(p: argparse.ArgumentParser) -> None:
@@ -378,9 +336,7 @@ COMMANDS = [
     ),
     Command("modify", cmd_modify, _setup_modify, "change cluster parameters"),
     Command("verify", cmd_verify, _setup_verify, "check the cluster's consistency"),
-    Command("add-tags", cmd_add_tags, _setup_tags, "add tags to the cluster"),
-    Command("remove-tags", cmd_remove_tags, _setup_tags, "remove tags from the cluster"),
-    Command("list-tags", cmd_list_tags, _none, "list the cluster's tags"),
+    *tag_commands("cluster", "the cluster"),
     Command("queue", cmd_queue, _setup_queue, "drain, undrain or show the job queue"),
     Command("version", cmd_version, _none, "show the software version"),
 ]

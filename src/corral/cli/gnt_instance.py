@@ -31,7 +31,7 @@ from corral.cli.common import (
     setup_list_fields,
     submit_or_wait,
 )
-from corral.cli.gnt_cluster import read_tags
+from corral.cli.tags import tag_commands
 from corral.client import Client
 from corral.errors import ECode, ParameterError
 
@@ -136,9 +136,8 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
         op["iallocator"] = args.iallocator
     op["start"] = not args.no_start
     op["no_install"] = args.no_install
-    op["ip_check"] = not args.no_ip_check
-    op["name_check"] = not args.no_name_check and not args.no_ip_check
-    # Name and IP checks resolve the name in DNS; the embedded cluster does not.
+    # Name and IP checks resolve the name in DNS, which the embedded cluster has
+    # not; --no-name-check/--no-ip-check are accepted for Ganeti compatibility.
     op["ip_check"] = op["name_check"] = False
     if args.tags:
         op["tags"] = [t for t in args.tags.split(",") if t]
@@ -427,58 +426,6 @@ def cmd_info(client: Client, args: argparse.Namespace) -> int:
     return EXIT_SUCCESS
 
 
-# --- tags ---------------------------------------------------------------------------------
-
-
-def _setup_tags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("instance")
-    p.add_argument("tags", nargs="*")
-    p.add_argument("--from", dest="from_file")
-    p.add_argument("--submit", action="store_true")
-
-
-def cmd_add_tags(client: Client, args: argparse.Namespace) -> int:
-    submit_or_wait(
-        client,
-        [
-            {
-                "OP_ID": "OP_TAGS_SET",
-                "kind": "instance",
-                "name": args.instance,
-                "tags": read_tags(args),
-            }
-        ],
-        args,
-    )
-    return EXIT_SUCCESS
-
-
-def cmd_remove_tags(client: Client, args: argparse.Namespace) -> int:
-    submit_or_wait(
-        client,
-        [
-            {
-                "OP_ID": "OP_TAGS_DEL",
-                "kind": "instance",
-                "name": args.instance,
-                "tags": read_tags(args),
-            }
-        ],
-        args,
-    )
-    return EXIT_SUCCESS
-
-
-def _setup_list_tags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("instance")
-
-
-def cmd_list_tags(client: Client, args: argparse.Namespace) -> int:
-    for t in client.call("QueryTags", ["instance", args.instance]):
-        print(t)
-    return EXIT_SUCCESS
-
-
 COMMANDS = [
     Command("add", cmd_add, _setup_add, "create an instance"),
     Command("list", cmd_list, _setup_list, "list instances"),
@@ -489,9 +436,7 @@ COMMANDS = [
     Command("reboot", cmd_reboot, _setup_reboot, "reboot instances"),
     Command("remove", cmd_remove, _setup_remove, "remove an instance and its disks"),
     Command("rename", cmd_rename, _setup_rename, "rename a stopped instance"),
-    Command("add-tags", cmd_add_tags, _setup_tags, "add tags to an instance"),
-    Command("remove-tags", cmd_remove_tags, _setup_tags, "remove tags from an instance"),
-    Command("list-tags", cmd_list_tags, _setup_list_tags, "list an instance's tags"),
+    *tag_commands("instance", "an instance"),
 ]
 
 

@@ -21,7 +21,7 @@ from corral.cli.common import (
     setup_list_fields,
     submit_or_wait,
 )
-from corral.cli.gnt_cluster import read_tags
+from corral.cli.tags import tag_commands
 from corral.client import Client
 
 DEFAULT_FIELDS = ["name", "dtotal", "dfree", "mtotal", "mnode", "mfree", "pinst_cnt", "sinst_cnt"]
@@ -188,41 +188,6 @@ def cmd_modify(client: Client, args: argparse.Namespace) -> int:
     return EXIT_SUCCESS
 
 
-def _setup_tags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("node")
-    p.add_argument("tags", nargs="*")
-    p.add_argument("--from", dest="from_file")
-    p.add_argument("--submit", action="store_true")
-
-
-def cmd_add_tags(client: Client, args: argparse.Namespace) -> int:
-    submit_or_wait(
-        client,
-        [{"OP_ID": "OP_TAGS_SET", "kind": "node", "name": args.node, "tags": read_tags(args)}],
-        args,
-    )
-    return EXIT_SUCCESS
-
-
-def cmd_remove_tags(client: Client, args: argparse.Namespace) -> int:
-    submit_or_wait(
-        client,
-        [{"OP_ID": "OP_TAGS_DEL", "kind": "node", "name": args.node, "tags": read_tags(args)}],
-        args,
-    )
-    return EXIT_SUCCESS
-
-
-def _setup_list_tags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("node")
-
-
-def cmd_list_tags(client: Client, args: argparse.Namespace) -> int:
-    for t in client.call("QueryTags", ["node", args.node]):
-        print(t)
-    return EXIT_SUCCESS
-
-
 COMMANDS = [
     Command("add", cmd_add, _setup_add, "enrol a node into the cluster"),
     Command("remove", cmd_remove, _setup_remove, "remove a node and revoke its certificate"),
@@ -230,9 +195,7 @@ COMMANDS = [
     Command("list", cmd_list, _setup_list, "list nodes"),
     Command("list-fields", cmd_list_fields, setup_list_fields, "list the fields of nodes"),
     Command("info", cmd_info, _setup_info, "show details of nodes"),
-    Command("add-tags", cmd_add_tags, _setup_tags, "add tags to a node"),
-    Command("remove-tags", cmd_remove_tags, _setup_tags, "remove tags from a node"),
-    Command("list-tags", cmd_list_tags, _setup_list_tags, "list a node's tags"),
+    *tag_commands("node", "a node"),
 ]
 
 main = cli_main("gnt-node", COMMANDS, "Node administration")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from corral.vcluster import cluster as vcl
+from corral.vcluster import model
 
 
 def _target(args: argparse.Namespace) -> str | Path | None:
@@ -22,9 +23,9 @@ def _target(args: argparse.Namespace) -> str | Path | None:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise vcl.VClusterError(f"no virtual cluster under {vcl.DEFAULT_BASE}")
+        raise model.VClusterError(f"no virtual cluster under {model.DEFAULT_BASE}")
     names = ", ".join(p.name for p in found)
-    raise vcl.VClusterError(f"several virtual clusters ({names}): give --prefix or --root")
+    raise model.VClusterError(f"several virtual clusters ({names}): give --prefix or --root")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -47,7 +48,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if args.all:
         reports = vcl.down_all()
         if not reports:
-            print(f"no virtual cluster under {vcl.DEFAULT_BASE}")
+            print(f"no virtual cluster under {model.DEFAULT_BASE}")
     else:
         target = _target(args)
         assert target is not None
@@ -68,7 +69,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         targets = list(vcl.list_clusters())
         if not targets:
-            print(f"no virtual cluster under {vcl.DEFAULT_BASE}")
+            print(f"no virtual cluster under {model.DEFAULT_BASE}")
             return 0
     infos = [vcl.status(t) for t in targets]
     if args.json:
@@ -99,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="create a virtual cluster and start its node daemons")
     up.add_argument("--nodes", "-n", type=int, required=True, help="number of nodes")
     up.add_argument("--prefix", help="name prefix (default: cv<random>-)")
-    up.add_argument("--root", help=f"base directory (default: {vcl.DEFAULT_BASE}/<prefix>)")
+    up.add_argument("--root", help=f"base directory (default: {model.DEFAULT_BASE}/<prefix>)")
     up.add_argument("--no-init", action="store_true", help="network and roots only")
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="remove a virtual cluster (also after a crash)")
     which = down.add_mutually_exclusive_group()
-    which.add_argument("--all", action="store_true", help=f"every one under {vcl.DEFAULT_BASE}")
+    which.add_argument("--all", action="store_true", help=f"every one under {model.DEFAULT_BASE}")
     which.add_argument("--root", help="its base directory")
     down.add_argument("--prefix", help="its prefix")
     down.set_defaults(func=cmd_down)
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--all and --prefix are exclusive")
     try:
         rc: int = args.func(args)
-    except (vcl.VClusterError, OSError) as err:
+    except (model.VClusterError, OSError) as err:
         print(f"corral vcluster: {err}", file=sys.stderr)
         return 1
     return rc

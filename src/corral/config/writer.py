@@ -27,7 +27,6 @@ from typing import TypeVar
 from corral.config import store
 from corral.errors import ConfigError, ECode, OpPrereqError
 from corral.objects import (
-    NIC,
     Cluster,
     ConfigData,
     ConfigObject,
@@ -235,9 +234,6 @@ class ConfigWriter:
         node = self.data.nodes.pop(uuid)
         self._node_by_name.pop(node.name, None)
         self._bump()
-
-    def set_nic_list(self, inst: Instance, nics: list[NIC]) -> None:
-        inst.nics = nics
 
     # --- durability -----------------------------------------------------------------
 

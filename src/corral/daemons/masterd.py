@@ -96,10 +96,6 @@ class LuxiServer:
         await asyncio.gather(*self.clients, return_exceptions=True)
 
 
-def _lock_pidfile(paths: Paths) -> int:
-    return pidfile.lock(paths.masterd_pidfile, "corral-masterd")
-
-
 async def serve(paths: Paths, no_voting: bool = False) -> None:
     master = Master(paths)
     # Refuse to act as master where the cluster says otherwise (an old master
@@ -129,27 +125,18 @@ async def serve(paths: Paths, no_voting: bool = False) -> None:
 
 def run_foreground(paths: Paths, no_voting: bool = False) -> int:
     paths.ensure()
-    logging.basicConfig(
-        filename=str(paths.masterd_log),
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        fd = _lock_pidfile(paths)
-    except DaemonError as err:
-        print(f"corral-masterd: {err}", file=sys.stderr)
-        return 1
-    try:
-        asyncio.run(serve(paths, no_voting))
-    except CorralError as err:
-        log.error("cannot start: %s", err)
-        print(f"corral-masterd: {err}", file=sys.stderr)
-        return 1
-    finally:
+
+    def remove_socket() -> None:
         with contextlib.suppress(OSError):
             os.unlink(paths.master_socket)
-        os.close(fd)
-    return 0
+
+    return pidfile.run_foreground(
+        "corral-masterd",
+        paths.masterd_pidfile,
+        paths.masterd_log,
+        lambda: serve(paths, no_voting),
+        remove_socket,
+    )
 
 
 def start_background(

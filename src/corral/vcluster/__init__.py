@@ -1,19 +1,15 @@
 """The virtual cluster: N nodes on one host, each a network namespace.
 
-See :mod:`corral.vcluster.cluster` for the layout; :mod:`corral.vcluster.net`
-wraps pyroute2 (namespaces, veths, bridges), :mod:`corral.vcluster.proc`
-stops only the processes it recorded.
+:mod:`corral.vcluster.cluster` builds, starts and removes it (the layout is in
+its docstring); :mod:`corral.vcluster.model` keeps the model and the state
+file; :mod:`corral.vcluster.net` wraps pyroute2 (namespaces, veths, bridges);
+:mod:`corral.vcluster.proc` stops only the processes it recorded.
 """
 
 from __future__ import annotations
 
 from corral.vcluster.cluster import (
-    DEFAULT_BASE,
-    NODED_PORT,
     DownReport,
-    VCluster,
-    VClusterError,
-    VNode,
     add_guest_ns,
     down,
     down_all,
@@ -26,6 +22,7 @@ from corral.vcluster.cluster import (
     up,
     virtual_cluster,
 )
+from corral.vcluster.model import DEFAULT_BASE, NODED_PORT, VCluster, VClusterError, VNode
 
 __all__ = [
     "DEFAULT_BASE",
