@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc iproute2 procps sqlite3 util-linux)
+# qemu-*: KVM instances; busybox-static, lz4: the test guest; ganeti-os-noop:
+# the OS definition tests run unchanged.
+APT_PACKAGES=(python3 python3-venv python3-dev gcc iproute2 procps sqlite3 util-linux
+    qemu-system-x86 qemu-utils busybox-static lz4 ganeti-os-noop)
 UV_HOME=${CORRAL_UV_HOME:-/opt/corral-tools/uv}
 
 missing=()
@@ -16,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x "$UV_HOME/bin/uv" ]; then

@@ -220,6 +220,7 @@ class OpInstanceCreate(OpCode, frozen=True, kw_only=True):
     no_install: bool = False
     tags: list[Tag] = []
     conflicts_check: bool = True
+    force_variant: bool = False
 
 
 class OpInstanceRemove(OpCode, frozen=True, kw_only=True):
@@ -264,10 +265,48 @@ class OpInstanceRename(OpCode, frozen=True, kw_only=True):
     name_check: bool = False
 
 
+class OpInstanceReinstall(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    os_type: str | None = None  # None: keep the instance's OS
+    osparams: ParamDict | None = None  # merged into the instance's; "default" removes one
+    force_variant: bool = False
+
+
+class OpInstanceConsole(OpCode, frozen=True, kw_only=True):
+    """How to reach an instance's console (Ganeti's ``OP_INSTANCE_CONSOLE``)."""
+
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+
+
 class OpInstanceQueryData(OpCode, frozen=True, kw_only=True):
     instances: list[str] = []
     static: bool = False
     use_locking: bool = False
+
+
+# --- operating systems -------------------------------------------------------------
+
+OsField = Literal[
+    "name",
+    "valid",
+    "variants",
+    "parameters",
+    "api_versions",
+    "node_status",
+    "hidden",
+    "blacklisted",
+    "os_hvp",
+    "osparams",
+]
+
+
+class OpOsDiagnose(OpCode, frozen=True, kw_only=True):
+    """Ganeti's OS query: one row per OS, the values of ``output_fields`` in order."""
+
+    output_fields: list[OsField]
+    names: list[str] = []
 
 
 AnyOpCode = (
@@ -289,6 +328,9 @@ AnyOpCode = (
     | OpInstanceReboot
     | OpInstanceRename
     | OpInstanceQueryData
+    | OpInstanceConsole
+    | OpInstanceReinstall
+    | OpOsDiagnose
 )
 
 OP_CLASSES: dict[str, type[OpCode]] = {_op_id(cls.__name__): cls for cls in AnyOpCode.__args__}

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from typing import NamedTuple
 
 from corral.errors import ECode, HypervisorError
 from corral.rpc.types import DiskSpec
 
 FILE_TEMPLATES = ("file", "sharedfile")
+QEMU_IMG = "/usr/bin/qemu-img"
 
 
 class FsUsage(NamedTuple):
@@ -52,22 +54,24 @@ def _create_sync(disk: DiskSpec) -> None:
         fd = os.open(disk.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise HypervisorError(f"disk image {disk.path} already exists", ECode.EXISTS) from None
+    os.close(fd)
+    # The O_EXCL open above claimed the name; qemu-img writes the raw image
+    # into that (empty, ours) file.
+    prealloc = "falloc" if disk.params.get("preallocate") else "off"
+    argv = [QEMU_IMG, "create", "-q", "-f", "raw", "-o", f"preallocation={prealloc}"]
+    argv += [disk.path, f"{disk.size}M"]
     try:
-        size = disk.size << 20
-        if disk.params.get("preallocate"):
-            os.posix_fallocate(fd, 0, size)
-        else:
-            os.ftruncate(fd, size)
-        os.fsync(fd)
-    except OSError as err:
-        os.close(fd)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+        problem = proc.stderr.strip() if proc.returncode != 0 else None
+    except (OSError, subprocess.TimeoutExpired) as err:
+        problem = str(err)
+    if problem is not None:
         os.unlink(disk.path)
         try:
             os.rmdir(os.path.dirname(disk.path))
         except OSError:
             pass  # other disks of the instance are there
-        raise HypervisorError(f"cannot create {disk.path}: {err}") from err
-    os.close(fd)
+        raise HypervisorError(f"cannot create {disk.path}: {problem}", ECode.ENVIRON)
 
 
 async def create(disk: DiskSpec) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 def load() -> None:
-    from corral.backend import cluster, node  # noqa: F401  (register handlers)
+    from corral.backend import cluster, node, osapi  # noqa: F401  (register handlers)
     from corral.backend.dispatch import check_complete
 
     check_complete()

@@ -32,6 +32,9 @@ class NodeBackend:
         # Set by corral-noded: re-read the CRL / drop the cluster's TLS context.
         self.on_crl_update: list[Callable[[], None]] = []
         self.on_leave: list[Callable[[], None]] = []
+        # One driver object per hypervisor for the daemon's lifetime: the KVM
+        # driver keeps a QMP connection (and event listener) per running VM.
+        self._hvs: dict[str, Hypervisor] = {}
 
     def local_disk(self, disk: t.DiskSpec) -> t.DiskSpec:
         """The disk with its path as this node sees it (under the root prefix)."""
@@ -43,7 +46,19 @@ class NodeBackend:
         return msgspec.structs.replace(inst, disks=[self.local_disk(d) for d in inst.disks])
 
     def hv(self, name: str) -> Hypervisor:
-        return hypervisor.get(name, self.paths)
+        drv = self._hvs.get(name)
+        if drv is None:
+            drv = self._hvs[name] = hypervisor.get(name, self.paths)
+        return drv
+
+    async def startup(self) -> None:
+        """Reattach drivers to VMs that kept running while the daemon was down."""
+        for name in hypervisor.HYPERVISORS:
+            await self.hv(name).recover()
+
+    async def shutdown(self) -> None:
+        for drv in self._hvs.values():
+            await drv.close()
 
 
 def _boot_id() -> str:
@@ -125,12 +140,13 @@ async def instance_shutdown(b: NodeBackend, args: t.InstanceStopArgs) -> t.Empty
 
 @handler(defs.INSTANCE_REBOOT)
 async def instance_reboot(b: NodeBackend, args: t.InstanceRebootArgs) -> t.Empty:
-    hv = b.hv(args.instance.hypervisor)
+    inst = b.local_instance(args.instance)
+    hv = b.hv(inst.hypervisor)
     if args.reboot_type == "full":
-        await hv.stop(args.instance, force=False, timeout=args.timeout)
-        await hv.start(args.instance)
+        await hv.stop(inst, force=False, timeout=args.timeout)
+        await hv.start(inst)
     else:
-        await hv.reboot(args.instance, hard=args.reboot_type == "hard", timeout=args.timeout)
+        await hv.reboot(inst, hard=args.reboot_type == "hard", timeout=args.timeout)
     return t.Empty()
 
 
@@ -150,6 +166,19 @@ async def blockdev_remove(b: NodeBackend, args: t.DiskRemoveArgs) -> t.Empty:
 async def hooks_runner(b: NodeBackend, args: t.HooksRunArgs) -> t.HooksResult:
     results = await hooks.run_hooks(b.paths.hooks_dir, args.hpath, args.phase, args.env)
     return t.HooksResult(results=results)
+
+
+@handler(defs.BRIDGES_EXIST)
+async def bridges_exist(b: NodeBackend, args: t.BridgesArgs) -> t.BridgesResult:
+    from corral.network.setup import bridge_exists
+
+    return t.BridgesResult(missing=[br for br in args.bridges if not bridge_exists(br)])
+
+
+@handler(defs.HV_PARAMS_VERIFY)
+async def hypervisor_validate_params(b: NodeBackend, args: t.HvParamsArgs) -> t.Empty:
+    b.hv(args.hypervisor).verify_params(args.hvparams)
+    return t.Empty()
 
 
 @handler(defs.TEST_DELAY)

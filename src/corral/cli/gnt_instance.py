@@ -31,6 +31,7 @@ from corral.cli.common import (
     setup_list_fields,
     submit_or_wait,
 )
+from corral.cli import console
 from corral.cli.tags import tag_commands
 from corral.client import Client
 from corral.errors import ECode, ParameterError
@@ -394,6 +395,16 @@ def cmd_info(client: Client, args: argparse.Namespace) -> int:
         print(f"Creation time: {_ts(i['ctime'])}")
         print(f"Modification time: {_ts(i['mtime'])}")
         print(f"State: configured to be {i['config_state']}, actual state is {i['run_state']}")
+        live = i.get("runtime")
+        if live:
+            print(
+                f"  Running: pid {live['pid']}, memory {live['memory']} MiB, "
+                f"{live['vcpus']} VCPUs, up {live['uptime']:.0f} s"
+            )
+        if i.get("network_port") is not None:
+            print(f"  Allocated network port: {i['network_port']}")
+        if i.get("console"):
+            print(f"  - console connection: {i['console']}")
         print("  Nodes:")
         print(f"    - primary: {i['pnode']}")
         print(f"      group: {i['group']}")
@@ -436,6 +447,7 @@ COMMANDS = [
     Command("reboot", cmd_reboot, _setup_reboot, "reboot instances"),
     Command("remove", cmd_remove, _setup_remove, "remove an instance and its disks"),
     Command("rename", cmd_rename, _setup_rename, "rename a stopped instance"),
+    Command("console", console.run, console.setup, "connect to the console of an instance"),
     *tag_commands("instance", "an instance"),
 ]
 

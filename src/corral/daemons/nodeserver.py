@@ -27,6 +27,7 @@ from corral import pki
 from corral.backend.dispatch import MAX_BODY, dispatch, error_reply
 from corral.backend.node import NodeBackend
 from corral.config.store import write_atomic
+from corral.daemons import console
 from corral.daemons.nodeid import (
     EnrollRequest,
     Identity,
@@ -191,6 +192,7 @@ class NodeDaemon:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/rpc/{name}", self._rpc)
         app.router.add_route("*", "/enroll", self._enroll)
+        app.router.add_route("GET", "/console/{instance}", self._console)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(
             app,
@@ -200,6 +202,8 @@ class NodeDaemon:
         )
         await self._runner.setup()
         await self._listen()
+        if self.backend is not None:
+            self._spawn(self.backend.startup())
         log.info("corral-noded (%s) listening on %s:%d", self.mode, self.bind, self.port)
 
     def _switch_listener(self) -> None:
@@ -272,6 +276,8 @@ class NodeDaemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.backend is not None:
+            await self.backend.shutdown()
         if self._sock is not None:
             self._sock.close()
 
@@ -318,6 +324,12 @@ class NodeDaemon:
             return _error(413, ProtocolError(f"request body larger than {MAX_BODY} bytes"))
         reply = await dispatch(backend, name, body)
         return web.Response(body=reply, content_type="application/json")
+
+    async def _console(self, request: web.Request) -> web.StreamResponse:
+        refusal = self._refusal(request)
+        if refusal is not None or self.backend is None:
+            return _error(403, RpcError(refusal or "not enrolled", ECode.STATE, call="console"))
+        return await console.serve(request, self.backend)
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         return _error(404, ProtocolError(f"no such resource: {request.path[:100]}", ECode.NOENT))

@@ -11,12 +11,14 @@ from typing import Any
 from corral.errors import ParameterError
 from corral.hypervisor.base import Hypervisor
 from corral.hypervisor.fake import FakeHypervisor
+from corral.hypervisor.kvm.driver import KvmHypervisor
 from corral.objects import Cluster, Instance, NodeGroup
 from corral.params import ParamGroup
 from corral.paths import Paths
 
 HYPERVISORS: dict[str, type[Hypervisor]] = {
     FakeHypervisor.NAME: FakeHypervisor,
+    KvmHypervisor.NAME: KvmHypervisor,
 }
 
 

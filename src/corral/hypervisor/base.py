@@ -25,8 +25,22 @@ class Hypervisor(abc.ABC):
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
 
+    @classmethod
+    def check_syntax(cls, filled: dict[str, Any]) -> None:  # noqa: B027
+        """Master-side checks across parameters (after inheritance); raise ParameterError."""
+
     def verify_params(self, hvparams: dict[str, Any]) -> None:  # noqa: B027
         """Node-side checks of filled parameters; raise HypervisorError."""
+
+    async def recover(self) -> None:  # noqa: B027
+        """Called once when the node daemon starts (reattach to running VMs)."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Called when the node daemon stops (VMs keep running)."""
+
+    def console_socket(self, name: str) -> str | None:
+        """The UNIX socket of the instance's serial console, if it has one."""
+        return None
 
     @abc.abstractmethod
     async def start(self, inst: InstanceSpec, paused: bool = False) -> None: ...

@@ -3,9 +3,9 @@
 Layer: master core (imports lu.base, locking, hooks, config). The steps are
 Ganeti's: expand names → acquire the declared locks level by level (cluster
 < instance < node group < node < node-res < network) → check prerequisites
-→ (dry run: stop here) → pre-hooks → exec → commit the config → post-hooks
-→ release the locks. Locks are released and the config committed whatever
-happens.
+(then those that ask nodes) → (dry run: stop here) → pre-hooks → exec →
+commit the config → post-hooks → release the locks. Locks are released and
+the config committed whatever happens.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class Processor:
             job.check_cancel()
             job.set_running()
             lu.check_prereq()
+            await lu.check_prereq_nodes()
             if op.dry_run:
                 return lu.dry_run_result
             hpath = lu.HPATH

@@ -71,6 +71,12 @@ class LogicalUnit(Generic[OpT]):
     def check_prereq(self) -> None:
         """Check everything is as required, under the locks; raise OpPrereqError."""
 
+    async def check_prereq_nodes(self) -> None:
+        """Prerequisite checks that must ask nodes (RPC); run after :meth:`check_prereq`.
+
+        Same locks, also in a dry run, before any hook; raise OpPrereqError.
+        """
+
     def build_hooks_env(self) -> dict[str, str]:
         return {}
 

@@ -91,6 +91,7 @@ def instance_spec(
         tags=list(inst.tags),
         ctime=inst.ctime,
         mtime=inst.mtime,
+        network_port=inst.network_port,
     )
 
 

@@ -14,6 +14,7 @@ from corral import hypervisor, objects, params
 from corral.errors import ECode, OpExecError, OpPrereqError
 from corral.locking import Level
 from corral.lu.base import LogicalUnit, register
+from corral.lu.instance_console import vnc_console
 from corral.lu.common import (
     check_node_online,
     instance_hook_env,
@@ -294,6 +295,7 @@ class LUInstanceQueryData(LogicalUnit[OpInstanceQueryData]):
                 continue
             node = self.cfg.data.nodes[inst.primary_node]
             run_state: str = "unknown"
+            live: dict[str, Any] | None = None
             if not self.op.static:
                 if node.offline:
                     run_state = "node offline"
@@ -309,6 +311,8 @@ class LUInstanceQueryData(LogicalUnit[OpInstanceQueryData]):
                         assert res.payload is not None
                         rt = res.payload.runtime
                         run_state = rt.state if rt else "down"
+                        if rt is not None and rt.pid is not None:
+                            live = msgspec.structs.asdict(rt)
             spec = instance_spec(self.cfg, inst)
             group = self.cfg.node_group(node)
             out[inst.name] = {
@@ -349,6 +353,13 @@ class LUInstanceQueryData(LogicalUnit[OpInstanceQueryData]):
                     }
                     for d in spec.disks
                 ],
+                "runtime": live,
+                "network_port": inst.network_port,
+                "console": vnc_console(
+                    node.primary_ip,
+                    str(spec.hvparams.get("vnc_bind_address", "")),
+                    inst.network_port,
+                ),
                 "tags": inst.tags,
                 "ctime": inst.ctime,
                 "mtime": inst.mtime,

@@ -85,9 +85,10 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             )
         hvg = hypervisor.params_for(self.hv_name)
         self.hvparams = hvg.check_overrides(op.hvparams, "hvparams")
-        hvg.fill(
+        self.hv_filled = hvg.fill_dict(
             cluster.hvparams.get(self.hv_name), group.hvparams.get(self.hv_name), self.hvparams
         )
+        hypervisor.hv_class(self.hv_name).check_syntax(self.hv_filled)
         self.beparams = params.BE.check_overrides(op.beparams, "beparams")
         self.be = params.BE.fill(
             objects.cluster_default(cluster.beparams), group.beparams, self.beparams
@@ -195,8 +196,47 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
         )
         return os.path.join(base, inst.uuid, f"{disk.uuid}.img")
 
+    async def _check_node_side(self) -> None:
+        """What only the node can tell (bridges, kernel files, binaries), before any change."""
+        node = self.target(self.pnode)
+        group = self.cfg.node_group(self.pnode)
+        bridges = sorted(
+            {
+                p.link
+                for p in (
+                    objects.fill_nic(self.cfg.cluster, group, nic) for nic in self.nics
+                )
+                if p.mode == "bridged"
+            }
+        )
+        if bridges:
+            res = await self.rpc.call(node, defs.BRIDGES_EXIST, t.BridgesArgs(bridges=bridges))
+            missing = res.get("checking the NICs' bridges").missing
+            if missing:
+                raise OpPrereqError(
+                    f"bridge(s) {', '.join(missing)} do not exist on node {self.pnode.name}",
+                    ECode.ENVIRON,
+                )
+        res_v = await self.rpc.call(
+            node,
+            defs.HV_PARAMS_VERIFY,
+            t.HvParamsArgs(hypervisor=self.hv_name, hvparams=self.hv_filled),
+        )
+        res_v.get("validating the hypervisor parameters")
+
+    def _network_port(self) -> int | None:
+        """Ganeti allocates a TCP port (VNC) to every KVM instance, from 11000 up."""
+        if self.hv_name != "kvm":
+            return None
+        used = {i.network_port for i in self.cfg.data.instances.values() if i.network_port}
+        port = 11000
+        while port in used:
+            port += 1
+        return port
+
     async def exec(self) -> list[str]:
         op = self.op
+        await self._check_node_side()
         for nic in self.nics:
             if nic.mac in ("auto", "generate"):
                 nic.mac = self.cfg.generate_mac()
@@ -214,6 +254,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             disk_template=op.disk_template,
             tags=list(op.tags),
             admin_state="down",
+            network_port=self._network_port(),
         )
         disks: list[Disk] = []
         for i, d in enumerate(op.disks):
@@ -258,10 +299,16 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
                 node, defs.INSTANCE_START, t.InstanceStartArgs(instance=spec_i)
             )
             if res_s.failed:
-                inst_copy = self.cfg.copy(inst)
-                inst_copy.admin_state = "down"
-                self.cfg.update(inst_copy)
+                # The instance never ran: undo the whole creation (config entry and
+                # the disks this job made), so a failed add leaves nothing behind.
+                specs = [disk_spec(self.cfg, inst, i, d) for i, d in enumerate(disks)]
+                self.cfg.remove_instance(inst.uuid)
+                await self.cfg.commit()
+                for spec in specs:
+                    await self.rpc.call(node, defs.BLOCKDEV_REMOVE, t.DiskRemoveArgs(disk=spec))
                 raise OpExecError(
-                    f"instance {inst.name} was created but could not be started: {res_s.fail_msg}"
+                    f"instance {inst.name} could not be started, creation undone: "
+                    f"{res_s.fail_msg}",
+                    res_s.error.code if res_s.error else ECode.ENVIRON,
                 )
         return [self.pnode.name]

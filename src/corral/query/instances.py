@@ -55,6 +55,9 @@ def _inst_status(ctx: InstanceCtx, inst: objects.Instance) -> str:
     live = _inst_live(ctx, inst)
     if isinstance(live, _NoData):
         return "ERROR_nodedown"
+    if live is not None and live.state == "shutdown":
+        # The guest powered itself off (Ganeti's user shutdown): not an error.
+        return "USER_down" if inst.admin_state == "up" else "ADMIN_down"
     if live is not None:
         return "running" if inst.admin_state == "up" else "ERROR_up"
     if inst.admin_state == "up":

@@ -133,6 +133,22 @@ HOOKS_RUNNER = _call(
     t.HooksResult,
     "Run the hook scripts of one hooks path and phase.",
 )
+BRIDGES_EXIST = _call(
+    "bridges_exist",
+    False,
+    Timeout.URGENT,
+    t.BridgesArgs,
+    t.BridgesResult,
+    "Which of the given bridges are missing on the node (checked before using them)",
+)
+HV_PARAMS_VERIFY = _call(
+    "hypervisor_validate_params",
+    True,
+    Timeout.URGENT,
+    t.HvParamsArgs,
+    t.Empty,
+    "Validate filled hypervisor parameters on the node (files, binaries, users)",
+)
 TEST_DELAY = _call(
     "test_delay",
     True,
@@ -180,4 +196,52 @@ MASTER_STOP = _call(
     t.Empty,
     t.Empty,
     "Stop the master daemon on this node (the master role moved elsewhere).",
+)
+OS_DIAGNOSE = _call(
+    "os_diagnose",
+    True,
+    Timeout.FAST,
+    t.Empty,
+    t.OsDiagnoseResult,
+    "Every OS definition in the node's search path, with why it is invalid.",
+)
+OS_VALIDATE = _call(
+    "os_validate",
+    True,
+    Timeout.NORMAL,
+    t.OsValidateArgs,
+    t.OsValidateResult,
+    "Check an OS name, variant and parameters on the node (runs 'verify' for API 20).",
+)
+INSTANCE_OS_ADD = _call(
+    "instance_os_add",
+    False,
+    Timeout.LONG,
+    t.InstanceOsAddArgs,
+    t.OsScriptResult,
+    "Run the OS 'create' script for an instance (install or reinstall).",
+)
+INSTANCE_RUN_RENAME = _call(
+    "instance_run_rename",
+    False,
+    Timeout.SLOW,
+    t.InstanceRunRenameArgs,
+    t.OsScriptResult,
+    "Run the OS 'rename' script after an instance was renamed.",
+)
+INSTANCE_OS_EXPORT = _call(
+    "instance_os_export",
+    False,
+    Timeout.LONG,
+    t.InstanceOsExportArgs,
+    t.OsScriptResult,
+    "Write one disk through the OS 'export' script into a file on the node.",
+)
+INSTANCE_OS_IMPORT = _call(
+    "instance_os_import",
+    False,
+    Timeout.LONG,
+    t.InstanceOsImportArgs,
+    t.OsScriptResult,
+    "Restore one disk from a file on the node through the OS 'import' script.",
 )

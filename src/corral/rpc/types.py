@@ -53,6 +53,7 @@ class InstanceSpec(Record, frozen=True, kw_only=True):
     tags: list[str] = []
     ctime: float = 0.0
     mtime: float = 0.0
+    network_port: int | None = None  # VNC display = port - 5900 (Ganeti's network_port)
 
 
 class Empty(Record, frozen=True, kw_only=True):
@@ -146,6 +147,19 @@ class HooksResult(Record, frozen=True, kw_only=True):
     results: list[HookScriptResult]
 
 
+class BridgesArgs(Record, frozen=True, kw_only=True):
+    bridges: list[str]
+
+
+class BridgesResult(Record, frozen=True, kw_only=True):
+    missing: list[str]
+
+
+class HvParamsArgs(Record, frozen=True, kw_only=True):
+    hypervisor: str
+    hvparams: dict[str, Any]
+
+
 class DelayArgs(Record, frozen=True, kw_only=True):
     duration: float
 
@@ -175,3 +189,85 @@ class NodeLeaveArgs(Record, frozen=True, kw_only=True):
     """Forget the cluster: drop certificates, config copy and identity."""
 
     cluster_name: str
+
+
+# --- OS definitions (Ganeti's OS API; corral.osapi on the node) ------------------------
+
+
+class OsParameter(Record, frozen=True, kw_only=True):
+    """One line of an OS definition's ``parameters.list``."""
+
+    name: str
+    description: str = ""
+
+
+class OsDefinition(Record, frozen=True, kw_only=True):
+    """One OS directory found in a node's search path, valid or not (with why not)."""
+
+    name: str
+    path: str
+    valid: bool
+    diagnose: str = ""  # why the definition is invalid; empty when valid
+    api_versions: list[int] = []  # as declared in ganeti_api_version
+    variants: list[str] = []
+    parameters: list[OsParameter] = []
+
+
+class OsDiagnoseResult(Record, frozen=True, kw_only=True):
+    """Every OS directory of the node, in search-path order (the first of a name wins)."""
+
+    oses: list[OsDefinition]
+
+
+class OsValidateArgs(Record, frozen=True, kw_only=True):
+    os_name: str  # "name" or "name+variant"
+    osparams: dict[str, str] = {}
+    required: bool = True  # False: an OS the node does not have is not an error
+    force_variant: bool = False
+    checks: list[Literal["parameters"]] = msgspec.field(default_factory=lambda: ["parameters"])
+
+
+class OsValidateResult(Record, frozen=True, kw_only=True):
+    definition: OsDefinition | None  # None: not found (only when not required)
+
+
+class InstanceOsAddArgs(Record, frozen=True, kw_only=True):
+    """Run the ``create`` script of ``instance.os`` (which may be a new OS on reinstall)."""
+
+    instance: InstanceSpec
+    osparams: dict[str, str] = {}
+    reinstall: bool = False
+    debug: int = 0
+
+
+class InstanceRunRenameArgs(Record, frozen=True, kw_only=True):
+    instance: InstanceSpec  # already with its new name
+    old_name: str
+    osparams: dict[str, str] = {}
+    debug: int = 0
+
+
+class InstanceOsExportArgs(Record, frozen=True, kw_only=True):
+    """Stream one disk through the OS ``export`` script into ``dest`` (a file on the node)."""
+
+    instance: InstanceSpec
+    disk_index: int
+    dest: str  # cluster-wide path under the export directory
+    osparams: dict[str, str] = {}
+    debug: int = 0
+
+
+class InstanceOsImportArgs(Record, frozen=True, kw_only=True):
+    """Feed ``source`` (a file on the node) to the OS ``import`` script of one disk."""
+
+    instance: InstanceSpec
+    disk_index: int
+    source: str  # cluster-wide path under the export directory
+    osparams: dict[str, str] = {}
+    debug: int = 0
+
+
+class OsScriptResult(Record, frozen=True, kw_only=True):
+    log: str  # the script's log file on the node
+    size_hint: int | None = None  # export: bytes announced on EXP_SIZE_FD
+    size: int | None = None  # export: bytes written to the destination

@@ -1,0 +1,295 @@
+"""The KVM hypervisor: real QEMU processes driven through QMP.
+
+Layer: driver (node side). One long-lived :class:`KvmHypervisor` per node
+daemon holds a QMP connection per VM; its event listener notices a guest
+that powered itself off (QEMU runs with ``-no-shutdown``), records it as a
+user shutdown and cleans up. Start, reboot and (later) migration all go
+through :meth:`_launch` from a runtime description, never a frozen argv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any, ClassVar
+
+from corral.errors import ECode, HypervisorError
+from corral.hypervisor.base import Hypervisor
+from corral.hypervisor.kvm import cmdline, launch, probe, runtime, verify
+from corral.hypervisor.kvm.describe import (
+    hv_params,
+    initial_runtime,
+    instance_name,
+    machine_from_runtime,
+)
+from corral.hypervisor.kvm.files import KvmFiles
+from corral.hypervisor.kvm.params import KVM_PARAMS
+from corral.hypervisor.kvm.qmp import EventCallback, Monitor, MonitorPool
+from corral.paths import Paths
+from corral.rpc.types import InstanceRuntime, InstanceSpec
+
+log = logging.getLogger(__name__)
+
+_STATE = {
+    "running": "running",
+    "paused": "paused",
+    "prelaunch": "paused",
+    "inmigrate": "paused",
+    "postmigrate": "paused",
+    "finish-migrate": "paused",
+    "suspended": "paused",
+    "save-vm": "paused",
+    "restore-vm": "paused",
+    "debug": "paused",
+    "watchdog": "paused",
+    "colo": "paused",
+    "io-error": "blocked",
+    "shutdown": "shutdown",
+    "guest-panicked": "crashed",
+    "internal-error": "crashed",
+}
+
+
+def _uptime(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            start_ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            up = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, up - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+class KvmHypervisor(Hypervisor):
+    NAME = "kvm"
+    PARAMS: ClassVar = KVM_PARAMS
+
+    def __init__(self, paths: Paths) -> None:
+        super().__init__(paths)
+        self.files = KvmFiles(paths)
+        self.monitors = MonitorPool(self._event_handler)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._stopping: set[str] = set()  # shutdowns we asked for (not user shutdowns)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- parameter checks -------------------------------------------------
+    @classmethod
+    def check_syntax(cls, filled: dict[str, Any]) -> None:
+        verify.check_syntax(hv_params(filled))
+
+    def verify_params(self, hvparams: dict[str, Any]) -> None:
+        verify.check_node(hv_params(hvparams))
+
+    # --- helpers ----------------------------------------------------------
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _monitor(self, name: str) -> Monitor:
+        return await self.monitors.get(name, self.files.control(name).qmp)
+
+    def _event_handler(self, name: str) -> EventCallback:
+        async def on_event(event: str, data: dict[str, Any]) -> None:
+            if event == "SHUTDOWN" and data.get("guest") and name not in self._stopping:
+                self._spawn(self._user_shutdown(name, str(data.get("reason", "guest-shutdown"))))
+
+        return on_event
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _user_shutdown(self, name: str, reason: str) -> None:
+        """The guest powered off (or reset with reboot_behavior=exit): clean up, remember."""
+        async with self._lock(name):
+            if name in self._stopping:
+                return
+            pid = launch.pid_of(self.files, name)
+            if pid is None:
+                return
+            log.info("instance %s shut down from inside the guest (%s)", name, reason)
+            self.files.shutdown_marker(name).write_text(f"{reason} {time.time():.3f}\n")
+            await self._terminate(name, pid, context="shutdown", keep_marker=True)
+
+    async def _terminate(self, name: str, pid: int | None, *, context: str, keep_marker: bool = False) -> None:
+        """Make QEMU exit (quit, then signals), then undo the node-side setup."""
+        if pid is not None:
+            mon = self.monitors.cached(name)
+            if mon is not None:
+                with contextlib.suppress(HypervisorError):
+                    await mon.execute("quit", timeout=5)
+            if not await launch.wait_exit(self.files, name, pid, 10.0):
+                await launch.kill(self.files, name, pid)
+        await self.monitors.drop(name)
+        rt = self._load_runtime(name)
+        await launch.deconfigure(rt, self.files, name, context)
+        self.files.remove_all(name, keep_marker=keep_marker)
+
+    def _load_runtime(self, name: str) -> runtime.KvmRuntime | None:
+        try:
+            return runtime.load(self.files.runtime(name))
+        except HypervisorError as err:
+            log.warning("%s", err)
+            return None
+
+    # --- lifecycle --------------------------------------------------------
+    async def start(self, inst: InstanceSpec, paused: bool = False) -> None:
+        self.files.check_name(inst.name)
+        hv = hv_params(inst.hvparams)
+        verify.check_node(hv, inst)
+        async with self._lock(inst.name):
+            await self._clear_stale(inst.name)
+            ctl = self.files.control(inst.name)
+            machine_type = await probe.pin_machine(hv.kvm_path, hv.machine_version)
+            rt = initial_runtime(
+                inst, hv, machine_type, probe.accelerator(hv.kvm_flag), ctl, verify.runas_user(hv)
+            )
+            await self._launch(rt, inst.tags, paused=paused)
+
+    async def _clear_stale(self, name: str) -> None:
+        pid = launch.pid_of(self.files, name)
+        if pid is not None:
+            state = await self._query_state(name)
+            if state != "shutdown":
+                raise HypervisorError(f"instance {name} is already running", ECode.STATE)
+            await self._terminate(name, pid, context="shutdown")
+        else:
+            # Leftovers of a QEMU that died (crash, node reboot): routes, files.
+            await launch.deconfigure(self._load_runtime(name), self.files, name, "shutdown")
+            self.files.remove_all(name)
+
+    async def _launch(
+        self, rt: runtime.KvmRuntime, tags: list[str], *, paused: bool = False, incoming: str | None = None
+    ) -> None:
+        self.files.ensure()
+        name = instance_name(rt)
+        ctl = self.files.control(name)
+        m = machine_from_runtime(rt, ctl)
+        if m.hv.use_chroot:
+            os.makedirs(ctl.chroot, exist_ok=True)
+        opened = launch.Opened()
+        try:
+            disk_fds = launch.open_disks(rt, opened)
+            nic_fds = await launch.open_nics(self.files, rt, m, tags, opened)
+            runtime.save(self.files.runtime(name), rt)
+            argv = cmdline.exec_argv(m, nic_fds, disk_fds, paused=paused, incoming=incoming)
+            await launch.exec_qemu(argv, opened.fds)
+            opened.close_fds()  # QEMU holds its own copies now
+            mon = await self._monitor(name)
+            pw = verify.vnc_password(m.hv)
+            if pw is not None:
+                await mon.execute("set_password", {"protocol": "vnc", "password": pw})
+        except BaseException:
+            opened.close_fds()
+            pid = launch.pid_of(self.files, name)
+            with contextlib.suppress(Exception):
+                await self._terminate(name, pid, context="shutdown")
+            raise
+
+    async def stop(self, inst: InstanceSpec, force: bool, timeout: float) -> None:
+        self.files.check_name(inst.name)
+        async with self._lock(inst.name):
+            await self._stop_locked(inst.name, force, timeout)
+
+    async def _stop_locked(self, name: str, force: bool, timeout: float) -> None:
+        pid = launch.pid_of(self.files, name)
+        self._stopping.add(name)
+        try:
+            if pid is not None and not force:
+                await self._acpi_shutdown(name, pid, timeout)
+            await self._terminate(name, launch.pid_of(self.files, name), context="shutdown")
+        finally:
+            self._stopping.discard(name)
+
+    async def _acpi_shutdown(self, name: str, pid: int, timeout: float) -> None:
+        """ACPI power button; returns when the guest is off or ``timeout`` passed."""
+        try:
+            mon = await self._monitor(name)
+            if (await mon.execute("query-status"))["status"] == "shutdown":
+                return
+            done = mon.expect("SHUTDOWN")
+            await mon.execute("system_powerdown")
+        except HypervisorError as err:
+            log.warning("soft shutdown of %s impossible (%s); stopping it hard", name, err)
+            return
+        exited = asyncio.ensure_future(launch.wait_exit(self.files, name, pid, timeout))
+        try:
+            await asyncio.wait({done, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            done.cancel()
+            exited.cancel()
+
+    async def reboot(self, inst: InstanceSpec, hard: bool, timeout: float) -> None:
+        self.files.check_name(inst.name)
+        async with self._lock(inst.name):
+            if launch.pid_of(self.files, inst.name) is None:
+                raise HypervisorError(f"instance {inst.name} is not running", ECode.STATE)
+            if hard:
+                # A hardware reset: same QEMU, same devices; the guest reboots at once.
+                await (await self._monitor(inst.name)).execute("system_reset")
+                return
+            rt = self._load_runtime(inst.name)
+            if rt is None:
+                raise HypervisorError(f"instance {inst.name} has no runtime file", ECode.STATE)
+            await self._stop_locked(inst.name, force=False, timeout=timeout)
+            await self._launch(rt, inst.tags)
+
+    # --- state ------------------------------------------------------------
+    async def _query_state(self, name: str) -> str | None:
+        try:
+            mon = await self._monitor(name)
+            return str((await mon.execute("query-status", timeout=5))["status"])
+        except HypervisorError:
+            return None
+
+    async def instance_info(self, name: str) -> InstanceRuntime | None:
+        self.files.check_name(name)
+        pid = launch.pid_of(self.files, name)
+        if pid is None:
+            if self.files.shutdown_marker(name).exists():
+                return InstanceRuntime(name=name, state="shutdown", memory=0, vcpus=0)
+            return None
+        rt = self._load_runtime(name)
+        memory = vcpus = 0
+        if rt is not None:
+            with contextlib.suppress(HypervisorError):
+                m = machine_from_runtime(rt, self.files.control(name))
+                memory, vcpus = m.memory, m.vcpus
+        status = await self._query_state(name)
+        if status is None:
+            state = "blocked"  # alive but not answering on QMP
+        else:
+            state = _STATE.get(status, "paused")
+            if state == "shutdown" and name not in self._stopping:
+                # Powered off while nobody listened (node daemon restarted).
+                self._spawn(self._user_shutdown(name, "guest-shutdown"))
+        return InstanceRuntime(
+            name=name, state=state, memory=memory, vcpus=vcpus, uptime=_uptime(pid), pid=pid  # type: ignore[arg-type]
+        )
+
+    async def all_instances_info(self) -> dict[str, InstanceRuntime]:
+        names = self.files.instance_names()
+        infos = await asyncio.gather(*(self.instance_info(n) for n in names))
+        return {n: r for n, r in zip(names, infos, strict=True) if r is not None}
+
+    async def recover(self) -> None:
+        """At node daemon start: listen to every running VM again."""
+        for name in self.files.instance_names():
+            if launch.pid_of(self.files, name) is not None:
+                with contextlib.suppress(HypervisorError):
+                    await self.instance_info(name)
+
+    async def close(self) -> None:
+        await self.monitors.close_all()
+        for t in list(self._tasks):
+            t.cancel()
+
+    def console_socket(self, name: str) -> str | None:
+        self.files.check_name(name)
+        if launch.pid_of(self.files, name) is None:
+            return None
+        return self.files.control(name).serial

@@ -1,0 +1,208 @@
+"""Bring a described machine to life, and take down what it leaves behind.
+
+Layer: driver execution. The node daemon opens every disk image and tap
+itself, runs ``kvm-ifup``, writes the runtime file, then execs QEMU with
+the descriptors (``-add-fd`` / ``-netdev tap,fd=``), so QEMU never opens a
+host path and can run unprivileged. Any failure undoes exactly what was
+done: descriptors closed (the taps vanish with them), routes removed by
+``kvm-ifdown``, runtime files deleted, a half-started QEMU killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import msgspec
+
+from corral.errors import ECode, HypervisorError
+from corral.hypervisor.kvm import cmdline, runtime
+from corral.hypervisor.kvm.files import KvmFiles
+from corral.hypervisor.kvm.model import Machine
+from corral.network import nicenv, nicfiles, runner
+from corral.network.tap import Tap, open_tap
+from corral.params import NicParams
+from corral.rpc.types import NicSpec
+
+log = logging.getLogger(__name__)
+
+QEMU_START_TIMEOUT = 60.0
+
+
+def nic_spec(nic: runtime.RuntimeNic, index: int) -> NicSpec:
+    """A runtime-file NIC as the kvm-ifup environment builder wants it."""
+    return NicSpec(
+        uuid=nic.uuid,
+        name=nic.name,
+        index=index,
+        mac=nic.mac,
+        ip=nic.ip,
+        nicparams=msgspec.convert(nic.nicparams, NicParams, strict=False),
+        network=dict(nic.netinfo or {}),
+    )
+
+
+@dataclass
+class Opened:
+    """Descriptors and network state created for one launch (undone on failure)."""
+
+    fds: list[int] = field(default_factory=list)
+    taps: list[Tap] = field(default_factory=list)
+    configured: list[tuple[dict[str, str], str]] = field(default_factory=list)  # (env, tap)
+
+    def close_fds(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds.clear()
+
+
+def open_disks(rt: runtime.KvmRuntime, opened: Opened) -> list[cmdline.DiskFd]:
+    out: list[cmdline.DiskFd] = []
+    for i, bd in enumerate(rt.disks):
+        flags = os.O_RDONLY if bd.disk.mode == "ro" else os.O_RDWR
+        try:
+            fd = os.open(bd.link, flags | os.O_CLOEXEC)
+        except OSError as err:
+            raise HypervisorError(
+                f"cannot open disk {i} ({bd.link}): {err.strerror}", ECode.ENVIRON
+            ) from None
+        opened.fds.append(fd)
+        out.append(cmdline.DiskFd(fd=fd, fdset=i))
+    return out
+
+
+async def open_nics(
+    files: KvmFiles,
+    rt: runtime.KvmRuntime,
+    m: Machine,
+    tags: list[str],
+    opened: Opened,
+    *,
+    configure_routed: bool = True,
+) -> list[cmdline.NicFds]:
+    out: list[cmdline.NicFds] = []
+    for i, nic in enumerate(rt.nics):
+        tap = open_tap(vnet_hdr=m.hv.vnet_hdr)
+        opened.taps.append(tap)
+        opened.fds.append(tap.fd)
+        vhost_fd = None
+        if m.hv.vhost_net and m.nics[i].hvinfo.driver == "virtio-net-pci":
+            try:
+                vhost_fd = os.open("/dev/vhost-net", os.O_RDWR | os.O_CLOEXEC)
+            except OSError as err:
+                raise HypervisorError(
+                    f"vhost_net is on but /dev/vhost-net cannot be opened: {err.strerror}",
+                    ECode.ENVIRON,
+                ) from None
+            opened.fds.append(vhost_fd)
+        spec = nic_spec(nic, i)
+        env = nicenv.ifup_env(m.name, tags, spec, tap.name)
+        if configure_routed or spec.nicparams.mode != "routed":
+            await runner.run_ifup(None, env, tap.name)
+            opened.configured.append((env, tap.name))
+        nicfiles.write_tap(files.nic_dir, m.name, nic.uuid, i, tap.name)
+        out.append(cmdline.NicFds(fd=tap.fd, vnet_hdr=tap.vnet_hdr, vhost_fd=vhost_fd))
+    return out
+
+
+def pid_of(files: KvmFiles, name: str) -> int | None:
+    """The pid of this instance's QEMU, if it runs (checked against its argv)."""
+    try:
+        pid = int(files.pidfile(name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return None
+    # The pid file could be stale and the pid reused: the QMP socket path is ours.
+    qmp = str(files.ctrl_dir / f"{name}.qmp").encode()
+    if not any(qmp in a for a in argv):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return None
+    except (OSError, IndexError):
+        return None
+    return pid
+
+
+async def wait_exit(files: KvmFiles, name: str, pid: int, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if pid_of(files, name) != pid:
+            return True
+        await asyncio.sleep(0.02)
+    return pid_of(files, name) != pid
+
+
+async def kill(files: KvmFiles, name: str, pid: int) -> None:
+    """SIGTERM, then SIGKILL: for a QEMU that does not answer on QMP."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if await wait_exit(files, name, pid, wait):
+            return
+    raise HypervisorError(f"QEMU of {name} (pid {pid}) does not die", ECode.FAULT)
+
+
+async def exec_qemu(argv: list[str], pass_fds: list[int], timeout: float = QEMU_START_TIMEOUT) -> None:
+    """Run QEMU with ``-daemonize``: returns once the machine is set up."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            pass_fds=pass_fds,
+            start_new_session=True,  # QEMU must outlive the node daemon
+        )
+    except OSError as err:
+        raise HypervisorError(f"cannot execute {argv[0]}: {err.strerror}", ECode.ENVIRON) from None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise HypervisorError(f"QEMU did not start within {timeout} s") from None
+    if proc.returncode != 0:
+        text = out.decode(errors="replace").strip()
+        raise HypervisorError(
+            f"QEMU failed to start (exit {proc.returncode}): {text[-1500:] or 'no output'}",
+            ECode.ENVIRON,
+        )
+
+
+async def deconfigure(rt: runtime.KvmRuntime | None, files: KvmFiles, name: str, context: str) -> None:
+    """Run kvm-ifdown for every NIC the runtime file lists (best effort)."""
+    if rt is None:
+        return
+    for i, nic in enumerate(rt.nics):
+        tap = nicfiles.read_tap(files.nic_dir, name, nic.uuid)
+        if tap is None:
+            continue
+        env = nicenv.ifup_env(name, [], nic_spec(nic, i), tap)
+        await runner.run_ifdown(None, env, tap, context)
+
+
+@contextlib.contextmanager
+def cleanup_on_error(files: KvmFiles, name: str, opened: Opened) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        opened.close_fds()
+        raise
+
+
+def files_cleanup(files: KvmFiles, name: str, keep_marker: bool = False) -> None:
+    files.remove_all(name, keep_marker=keep_marker)

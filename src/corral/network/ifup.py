@@ -1,0 +1,118 @@
+"""The ``kvm-ifup`` and ``kvm-ifdown`` console scripts.
+
+Layer: entry point (imports ``corral.paths``, ``corral.errors`` and, only when
+the built-in setup runs, ``corral.network.setup`` and pyroute2). Usage::
+
+    kvm-ifup [--no-custom] <tap>
+    kvm-ifdown [--no-custom] <tap> [shutdown|hot-remove|migrate-success|migrate-failed]
+
+The environment is Ganeti's (see :mod:`corral.network.nicenv`); ``INTERFACE``
+and ``MODE`` must be set. If the admin installed an executable
+``<conf_dir>/kvm-ifup-custom`` (or Ganeti's legacy name ``kvm-vif-bridge``),
+resp. ``kvm-ifdown-custom``, it is ``exec``-ed with the same arguments and
+environment and *replaces* the built-in setup, as in Ganeti. ``--no-custom``
+skips that lookup, so a custom script can do its extra work and then chain
+to the built-in wiring (``exec kvm-ifup --no-custom "$@"``).
+
+Exit status 0 on success, 1 with a message on stderr otherwise. Startup time
+matters (one run per NIC on every instance start): keep imports lazy.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from corral.errors import CorralError
+
+IFUP_CUSTOM = ("kvm-ifup-custom", "kvm-vif-bridge")
+IFDOWN_CUSTOM = ("kvm-ifdown-custom",)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _custom_script(names: Sequence[str]) -> str | None:
+    from corral.paths import Paths
+
+    conf = Paths.from_env().conf_dir
+    for name in names:
+        path = conf / name
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    return None
+
+
+def _parse(prog: str, argv: Sequence[str], max_pos: int) -> tuple[bool, list[str]]:
+    no_custom = False
+    pos: list[str] = []
+    for arg in argv:
+        if arg == "--no-custom":
+            no_custom = True
+        elif arg.startswith("-"):
+            raise _UsageError(f"unknown option {arg}")
+        else:
+            pos.append(arg)
+    if not 1 <= len(pos) <= max_pos:
+        usage = "<tap>" if max_pos == 1 else "<tap> [context]"
+        raise _UsageError(f"usage: {prog} [--no-custom] {usage}")
+    return no_custom, pos
+
+
+def _check_env(tap: str) -> None:
+    # Ganeti's net-common 'check', plus a guard against a caller whose argv
+    # and environment disagree about the tap.
+    interface = os.environ.get("INTERFACE", "")
+    if not interface:
+        raise _UsageError("No network interface specified (INTERFACE is not set)")
+    if not os.environ.get("MODE"):
+        raise _UsageError("MODE not specified")
+    if interface != tap:
+        raise _UsageError(f"INTERFACE={interface} but the tap argument is {tap}")
+
+
+def _run(prog: str, argv: Sequence[str], up: bool) -> int:
+    try:
+        no_custom, pos = _parse(prog, argv, 1 if up else 2)
+        tap = pos[0]
+        context = pos[1] if len(pos) > 1 else ""
+        _check_env(tap)
+        if not up and context:
+            from corral.network.nicenv import IFDOWN_CONTEXTS
+
+            if context not in IFDOWN_CONTEXTS:
+                raise _UsageError(
+                    f"unknown context {context!r} (expected one of {', '.join(IFDOWN_CONTEXTS)})"
+                )
+        if not no_custom:
+            script = _custom_script(IFUP_CUSTOM if up else IFDOWN_CUSTOM)
+            if script is not None:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.execv(script, [script, *pos])  # the environment is inherited as is
+        from corral.network.nicenv import parse_env
+        from corral.network.setup import nic_down, nic_up
+
+        nic = parse_env(os.environ)
+        result = nic_up(nic) if up else nic_down(nic, context)
+        for warning in result.warnings:
+            print(f"{prog}: warning: {warning}", file=sys.stderr)
+        return 0
+    except (_UsageError, CorralError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. exec of a custom script that is not a valid executable
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+
+
+def ifup_main(argv: Sequence[str] | None = None) -> int:
+    """``kvm-ifup [--no-custom] <tap>``."""
+    return _run("kvm-ifup", sys.argv[1:] if argv is None else argv, up=True)
+
+
+def ifdown_main(argv: Sequence[str] | None = None) -> int:
+    """``kvm-ifdown [--no-custom] <tap> [context]``."""
+    return _run("kvm-ifdown", sys.argv[1:] if argv is None else argv, up=False)

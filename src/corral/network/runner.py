@@ -1,0 +1,134 @@
+"""Run ``kvm-ifup``/``kvm-ifdown`` from noded (asyncio).
+
+Layer: driver (imports ``corral.errors``). The scripts are this package's
+console scripts, found next to ``sys.executable`` (the venv's ``bin``) unless
+the caller names a directory or a script. They run with the Ganeti
+environment from :func:`corral.network.nicenv.ifup_env` plus ``CORRAL_ROOT``
+(so they find this node's custom scripts), no stdin, and a timeout.
+
+``kvm-ifup`` failing fails the operation (start, hot-add): Ganeti's
+"Failed to configure interface …". ``kvm-ifdown`` is best effort (the ifdown
+design): its failures are logged and returned, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.errors import ECode, HypervisorError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TAIL_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    """How one script run ended."""
+
+    script: str
+    exit_code: int | None  # None: killed after the timeout, or could not start
+    output: str  # stdout and stderr interleaved, tail only
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def describe(self) -> str:
+        if self.exit_code is None:
+            how = "timed out or could not start"
+        else:
+            how = f"exited with {self.exit_code}"
+        return f"{Path(self.script).name} {how}" + (f": {self.output}" if self.output else "")
+
+
+def script_path(name: str, where: str | Path | None = None) -> Path:
+    """``where`` is a script, a directory holding ``name``, or ``None`` (venv bin)."""
+    if where is None:
+        return Path(sys.executable).parent / name
+    p = Path(where)
+    return p / name if p.is_dir() else p
+
+
+def _kill_group(pid: int) -> None:
+    # The script runs in its own session (start_new_session), so its process
+    # group id is its pid: this reaches the script and whatever it spawned.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _tail(data: bytes) -> str:
+    text = data.decode(errors="replace").strip()
+    return text[-OUTPUT_TAIL_CHARS:]
+
+
+async def run_script(
+    script: Path, args: list[str], env: Mapping[str, str], timeout: float
+) -> ScriptResult:
+    """Run one script; never raises for the script's own failures."""
+    full_env = dict(env)
+    if "CORRAL_ROOT" in os.environ:
+        full_env.setdefault("CORRAL_ROOT", os.environ["CORRAL_ROOT"])
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(script),
+            *args,
+            env=full_env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # a timeout kills the script and its children
+        )
+    except OSError as e:
+        return ScriptResult(str(script), None, f"cannot run {script}: {e.strerror}")
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        _kill_group(proc.pid)
+        await proc.wait()
+        return ScriptResult(str(script), None, f"killed after {timeout:g}s")
+    except asyncio.CancelledError:
+        _kill_group(proc.pid)  # asyncio reaps it; don't leave it running
+        raise
+    return ScriptResult(str(script), proc.returncode, _tail(out))
+
+
+async def run_ifup(
+    script_dir_or_path: str | Path | None,
+    env: Mapping[str, str],
+    tap: str,
+    timeout: float = 30,
+) -> None:
+    """Run ``kvm-ifup <tap>``; raise :class:`HypervisorError` if it fails."""
+    result = await run_script(script_path("kvm-ifup", script_dir_or_path), [tap], env, timeout)
+    if not result.ok:
+        raise HypervisorError(
+            f"Failed to configure interface {tap}: {result.describe()}",
+            ECode.ENVIRON,
+            tap=tap,
+            exit_code=result.exit_code,
+        )
+
+
+async def run_ifdown(
+    script_dir_or_path: str | Path | None,
+    env: Mapping[str, str],
+    tap: str,
+    context: str,
+    timeout: float = 30,
+) -> ScriptResult:
+    """Run ``kvm-ifdown <tap> <context>``; failures are logged, never raised."""
+    result = await run_script(
+        script_path("kvm-ifdown", script_dir_or_path), [tap, context], env, timeout
+    )
+    if not result.ok:
+        log.warning("Failed to deconfigure interface %s (%s): %s", tap, context, result.describe())
+    return result
