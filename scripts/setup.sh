@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # qemu-*: KVM instances; busybox-static, lz4: the test guest; ganeti-os-noop:
 # the OS definition tests run unchanged.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc iproute2 procps sqlite3 util-linux
-    qemu-system-x86 qemu-utils busybox-static lz4 ganeti-os-noop)
+    qemu-system-x86 qemu-utils busybox-static lz4 ganeti-os-noop iputils-ping)
 UV_HOME=${CORRAL_UV_HOME:-/opt/corral-tools/uv}
 
 missing=()

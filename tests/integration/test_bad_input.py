@@ -189,6 +189,17 @@ CLI_CASES: list[tuple[str, list[str], list[str]]] = [
     ("gnt-instance", ["shutdown", "--timeout", "nan", "inst1"], [U, "'nan'"]),
     ("gnt-instance", ["shutdown", "--timeout", "-5", "inst1"], ["timeout", ">= 0"]),
     ("gnt-instance", ["reboot", "--shutdown-timeout", "inf", "inst1"], [U, "'inf'"]),
+    # OS definitions (Debian's noop: API 10, no variants, no parameters)
+    ("gnt-instance", ["add", "-o", "nope", "i3"], ["OS 'nope' not found on node node1"]),
+    ("gnt-instance", ["add", "-o", "noop+x", "i3"], ["os_type", "doesn't support variants"]),
+    ("gnt-instance", ["add", "-o", "noop", "-O", "a=1", "i3"], ["osparams/a", "no parameters"]),
+    ("gnt-instance", ["add", "-O", "a=1", "i3"], ["osparams", "without an OS"]),
+    ("gnt-instance", ["add", "-o", "../noop", "i3"], ["os_type", "invalid OS name"]),
+    ("gnt-instance", ["reinstall", "-f", "nope"], ["instance 'nope' not known"]),
+    ("gnt-instance", ["reinstall", "-f", "inst1"], ["marked to be up, cannot reinstall"]),
+    ("gnt-instance", ["reinstall", "-f", "inst2"], ["Instance 'inst2' has no disks"]),
+    ("gnt-instance", ["reinstall", "inst1"], ["Refusing without --force"]),
+    ("gnt-os", ["list", "--priority", "bogus"], [U, "'bogus'"]),
     # gnt-node
     ("gnt-node", ["list", "nope"], ["nope"]),
     ("gnt-node", ["list", "-o", "nope"], ["unknown field 'nope'"]),

@@ -539,3 +539,14 @@ def test_runner_success_and_timeout(tmp_path: Path) -> None:
     result = asyncio.run(run_ifdown(None, env, "tap42", "shutdown", timeout=0.5))
     assert result.exit_code is None
     assert "killed" in result.output
+
+
+def test_bridge_exists(node: Node) -> None:
+    from corral.network.setup import bridge_exists
+
+    br = f"{node.prefix}br"
+    node.add_bridge(br)
+    node.add_uplink(br)
+    assert net.in_ns(node.ns, lambda: bridge_exists(br))
+    assert not net.in_ns(node.ns, lambda: bridge_exists(f"{node.prefix}up"))  # a veth
+    assert not net.in_ns(node.ns, lambda: bridge_exists(f"{node.prefix}zz"))

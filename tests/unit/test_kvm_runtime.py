@@ -96,7 +96,7 @@ def test_pci_keyed_disk_is_upgraded() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"{}", b"[1,2]", b"not json", b'[[], {}, {}, []]', b'[[], [], {}, [["x"]]]'],
+    [b"", b"{}", b"[1,2]", b"not json", b"[[], {}, {}, []]", b'[[], [], {}, [["x"]]]'],
 )
 def test_malformed_files_are_refused_clearly(data: bytes) -> None:
     with pytest.raises(HypervisorError, match="runtime file"):

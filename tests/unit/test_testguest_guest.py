@@ -19,10 +19,12 @@ from corral.testguest import (
     GuestError,
     NetDev,
     PowerOffLine,
+    elf,
+    initscript,
+    kernel,
     kernel_cmdline,
     parse_line,
 )
-from corral.testguest import elf, initscript, kernel
 
 # --- kernel command line --------------------------------------------------------------------
 
@@ -229,14 +231,21 @@ def test_modules_come_after_their_dependencies(tmp_path: Path) -> None:
         builtin=["crc32c"],
     )
     names = [m.name for m in kernel.resolve_modules(moddir, ["virtio_net", "virtio_blk"])]
-    assert names == ["virtio_ring", "virtio", "failover", "net_failover", "virtio_net", "virtio_blk"]
+    assert names == [
+        "virtio_ring",
+        "virtio",
+        "failover",
+        "net_failover",
+        "virtio_net",
+        "virtio_blk",
+    ]
 
 
 def test_missing_module_and_cycle_are_reported(tmp_path: Path) -> None:
     moddir = _moddir(tmp_path, {"a": "b", "b": "a", "c": "gone"}, builtin=[])
-    with pytest.raises(GuestError, match="cycle: a -> b -> a"):
+    with pytest.raises(GuestError, match=r"cycle: a -> b -> a"):
         kernel.resolve_modules(moddir, ["a"])
-    with pytest.raises(GuestError, match="gone not found.*needed by c"):
+    with pytest.raises(GuestError, match=r"gone not found.*needed by c"):
         kernel.resolve_modules(moddir, ["c"])
 
 

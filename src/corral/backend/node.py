@@ -172,7 +172,11 @@ async def hooks_runner(b: NodeBackend, args: t.HooksRunArgs) -> t.HooksResult:
 async def bridges_exist(b: NodeBackend, args: t.BridgesArgs) -> t.BridgesResult:
     from corral.network.setup import bridge_exists
 
-    return t.BridgesResult(missing=[br for br in args.bridges if not bridge_exists(br)])
+    # pyroute2's sync API runs its own event loop: keep it off the daemon's loop.
+    def missing() -> list[str]:
+        return [br for br in args.bridges if not bridge_exists(br)]
+
+    return t.BridgesResult(missing=await asyncio.to_thread(missing))
 
 
 @handler(defs.HV_PARAMS_VERIFY)

@@ -32,7 +32,9 @@ DETACH = b"\x1d"  # Ctrl-]
 def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("instance")
     p.add_argument(
-        "--show-cmd", action="store_true", help="show how to reach the console instead of opening it"
+        "--show-cmd",
+        action="store_true",
+        help="show how to reach the console instead of opening it",
     )
 
 
@@ -44,7 +46,7 @@ def run(client: Client, args: argparse.Namespace) -> int:
         return EXIT_SUCCESS if info["kind"] == "vnc" else ECode.STATE.exit_code
     url = f"https://{info['host']}:{info['port']}{info['path']}?hypervisor={info['hypervisor']}"
     if args.show_cmd:
-        print(f"gnt-instance console {info['instance']}  # serial console via {url} (node {info['node']})")
+        print(f"gnt-instance console {info['instance']}  # via {url} (node {info['node']})")
         return EXIT_SUCCESS
     return asyncio.run(_attach(url.replace("https://", "wss://", 1), info))
 
@@ -61,9 +63,13 @@ async def _attach(url: str, info: dict[str, Any]) -> int:
                 f"the node refused the console of {info['instance']}: {err.message}", ECode.STATE
             ) from None
         except (aiohttp.ClientError, OSError) as err:
-            raise HypervisorError(f"cannot reach node {info['node']}: {err}", ECode.ENVIRON) from None
+            raise HypervisorError(
+                f"cannot reach node {info['node']}: {err}", ECode.ENVIRON
+            ) from None
         if is_tty:
-            sys.stderr.write(f"Connected to the console of {info['instance']}; Ctrl-] detaches.\r\n")
+            sys.stderr.write(
+                f"Connected to the console of {info['instance']}; Ctrl-] detaches.\r\n"
+            )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -112,4 +118,4 @@ async def _attach(url: str, info: dict[str, Any]) -> int:
     return EXIT_SUCCESS
 
 
-__all__ = ["run", "setup", "UsageError"]
+__all__ = ["UsageError", "run", "setup"]

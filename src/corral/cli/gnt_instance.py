@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+from corral.cli import console, reinstall
 from corral.cli.common import (
     EXIT_SUCCESS,
     Command,
@@ -31,7 +32,6 @@ from corral.cli.common import (
     setup_list_fields,
     submit_or_wait,
 )
-from corral.cli import console
 from corral.cli.tags import tag_commands
 from corral.client import Client
 from corral.errors import ECode, ParameterError
@@ -98,6 +98,7 @@ def _setup_add(p: argparse.ArgumentParser) -> None:
     p.add_argument("-O", "--os-parameters", dest="osparams", metavar="K=V,…")
     p.add_argument("--no-start", action="store_true")
     p.add_argument("--no-install", action="store_true")
+    p.add_argument("--force-variant", action="store_true", help="accept an undeclared variant")
     p.add_argument("--no-ip-check", action="store_true")
     p.add_argument("--no-name-check", action="store_true")
     p.add_argument("--tags", help="comma-separated tags")
@@ -137,6 +138,7 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
         op["iallocator"] = args.iallocator
     op["start"] = not args.no_start
     op["no_install"] = args.no_install
+    op["force_variant"] = args.force_variant
     # Name and IP checks resolve the name in DNS, which the embedded cluster has
     # not; --no-name-check/--no-ip-check are accepted for Ganeti compatibility.
     op["ip_check"] = op["name_check"] = False
@@ -447,6 +449,7 @@ COMMANDS = [
     Command("reboot", cmd_reboot, _setup_reboot, "reboot instances"),
     Command("remove", cmd_remove, _setup_remove, "remove an instance and its disks"),
     Command("rename", cmd_rename, _setup_rename, "rename a stopped instance"),
+    Command("reinstall", reinstall.run, reinstall.setup, "reinstall stopped instances"),
     Command("console", console.run, console.setup, "connect to the console of an instance"),
     *tag_commands("instance", "an instance"),
 ]

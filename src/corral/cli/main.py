@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from corral.cli import common, gnt_cluster, gnt_debug, gnt_instance, gnt_job, gnt_node
+from corral.cli import common, gnt_cluster, gnt_debug, gnt_instance, gnt_job, gnt_node, gnt_os
 from corral.errors import ECode
 
 GROUPS = {
@@ -15,6 +15,7 @@ GROUPS = {
     "node": ("gnt-node", gnt_node.COMMANDS, "Node administration"),
     "instance": ("gnt-instance", gnt_instance.COMMANDS, "Instance administration"),
     "job": ("gnt-job", gnt_job.COMMANDS, "Job queue administration"),
+    "os": ("gnt-os", gnt_os.COMMANDS, "Operating system definitions"),
     "debug": ("gnt-debug", gnt_debug.COMMANDS, "Debugging commands"),
 }
 
@@ -28,11 +29,16 @@ def main(argv: list[str] | None = None) -> None:
         for name, (prog, _c, desc) in GROUPS.items():
             sys.stdout.write(f"  {name:10s} {desc} (same as {prog})\n")
         sys.stdout.write(f"  {'vcluster':10s} Virtual cluster of network namespaces on this host\n")
+        sys.stdout.write(f"  {'testguest':10s} Build the Linux test guest (kernel + initrd)\n")
         sys.exit(0 if args else ECode.INVAL.exit_code)
     if args[0] == "vcluster":  # its own argparse CLI; imported lazily (pyroute2)
         from corral.cli import vcluster
 
         sys.exit(vcluster.main(args[1:]))
+    if args[0] == "testguest":  # its own argparse CLI; imported lazily
+        from corral.cli import testguest
+
+        sys.exit(testguest.main(args[1:]))
     group = GROUPS.get(args[0])
     if group is None:
         sys.stderr.write(f"corral: unknown command group {args[0]!r}\n" + USAGE)

@@ -14,9 +14,9 @@ import contextlib
 
 from aiohttp import WSMsgType, web
 
+from corral.backend.dispatch import error_reply
 from corral.backend.node import NodeBackend
 from corral.errors import CorralError, ECode, HypervisorError
-from corral.backend.dispatch import error_reply
 
 _CHUNK = 65536
 
@@ -34,12 +34,17 @@ async def serve(request: web.Request, backend: NodeBackend) -> web.StreamRespons
         return _error(400, err)
     if path is None:
         return _error(
-            404, HypervisorError(f"instance {name} is not running here or has no serial console", ECode.NOENT)
+            404,
+            HypervisorError(
+                f"instance {name} is not running here or has no serial console", ECode.NOENT
+            ),
         )
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 10)
-    except (OSError, asyncio.TimeoutError) as err:
-        return _error(409, HypervisorError(f"cannot open the console of {name}: {err}", ECode.STATE))
+    except (TimeoutError, OSError) as err:
+        return _error(
+            409, HypervisorError(f"cannot open the console of {name}: {err}", ECode.STATE)
+        )
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
 

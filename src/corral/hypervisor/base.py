@@ -21,6 +21,7 @@ from corral.rpc.types import InstanceRuntime, InstanceSpec
 class Hypervisor(abc.ABC):
     NAME: ClassVar[str]
     PARAMS: ClassVar[ParamGroup[Any]]
+    ATTACHES_NICS: ClassVar[bool] = True  # NICs are plugged into the node's network
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths

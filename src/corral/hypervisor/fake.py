@@ -51,6 +51,7 @@ _decoder = msgspec.json.Decoder(_State)
 
 class FakeHypervisor(Hypervisor):
     NAME = "fake"
+    ATTACHES_NICS = False
     PARAMS = ParamGroup("hv/fake", FakeHvParams)
 
     @property

@@ -1,3 +1,10 @@
 """Logical units; importing this package registers every LU for its opcode."""
 
-from corral.lu import cluster, instance, instance_console, instance_create, node  # noqa: F401
+from corral.lu import (  # noqa: F401
+    cluster,
+    instance,
+    instance_console,
+    instance_create,
+    node,
+    os,
+)

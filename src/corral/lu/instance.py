@@ -14,12 +14,12 @@ from corral import hypervisor, objects, params
 from corral.errors import ECode, OpExecError, OpPrereqError
 from corral.locking import Level
 from corral.lu.base import LogicalUnit, register
-from corral.lu.instance_console import vnc_console
 from corral.lu.common import (
     check_node_online,
     instance_hook_env,
     instance_spec,
 )
+from corral.lu.instance_console import vnc_console
 from corral.objects import Instance, Node
 from corral.opcodes import (
     OpInstanceQueryData,
@@ -92,7 +92,9 @@ class _InstanceLU(LogicalUnit[Any]):
             defs.INSTANCE_INFO,
             t.InstanceNameArgs(name=self.inst.name, hypervisor=self.inst.hypervisor),
         )
-        return res.get("querying instance state").runtime is not None
+        rt = res.get("querying instance state").runtime
+        # "shutdown": the guest powered itself off (user shutdown); not running.
+        return rt is not None and rt.state != "shutdown"
 
 
 @register(OpInstanceStartup)
@@ -268,9 +270,13 @@ class LUInstanceRename(_InstanceLU):
             raise OpExecError(
                 f"instance {self.inst.name} is still running on {self.pnode.name}; stop it first"
             )
+        old_name = self.inst.name
         inst = self.cfg.copy(self.inst)
         inst.name = self.op.new_name
         self.inst = self.cfg.update(inst)
+        from corral.lu.os import run_rename  # (lu.os builds on this module)
+
+        await run_rename(self, self.inst, old_name)
         return inst.name
 
 

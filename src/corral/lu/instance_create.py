@@ -12,6 +12,7 @@ import os
 from corral import hypervisor, objects, params
 from corral.errors import ECode, OpExecError, OpPrereqError, ParameterError
 from corral.locking import Level
+from corral.lu import os as os_lu
 from corral.lu.base import LogicalUnit, register
 from corral.lu.common import (
     check_node_not_drained,
@@ -154,7 +155,15 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
         names = [n.name for n in self.nics if n.name]
         if len(names) != len(set(names)):
             raise ParameterError("nics", "duplicate NIC names")
+        self.osparams = os_lu.check_create_args(op)
         self.dry_run_result = [self.pnode.name]
+
+    async def check_prereq_nodes(self) -> None:
+        await self._check_node_side()
+        if self.op.os_type:  # the OS, its variant and parameters, on the primary node
+            await os_lu.check_instance_os(
+                self, self.pnode, self.op.os_type, self.osparams, self.op.force_variant
+            )
 
     def build_hooks_env(self) -> dict[str, str]:
         inst = self.cfg.instance_by_name(self.op.instance_name)
@@ -203,13 +212,12 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
         bridges = sorted(
             {
                 p.link
-                for p in (
-                    objects.fill_nic(self.cfg.cluster, group, nic) for nic in self.nics
-                )
+                for p in (objects.fill_nic(self.cfg.cluster, group, nic) for nic in self.nics)
                 if p.mode == "bridged"
             }
         )
-        if bridges:
+        # Only a hypervisor that plugs NICs into the host's network needs the bridges.
+        if bridges and hypervisor.hv_class(self.hv_name).ATTACHES_NICS:
             res = await self.rpc.call(node, defs.BRIDGES_EXIST, t.BridgesArgs(bridges=bridges))
             missing = res.get("checking the NICs' bridges").missing
             if missing:
@@ -236,7 +244,6 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
 
     async def exec(self) -> list[str]:
         op = self.op
-        await self._check_node_side()
         for nic in self.nics:
             if nic.mac in ("auto", "generate"):
                 nic.mac = self.cfg.generate_mac()
@@ -249,7 +256,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             hypervisor=self.hv_name,
             hvparams=self.hvparams,
             beparams=self.beparams,
-            osparams=dict(op.osparams),
+            osparams=self.osparams,
             nics=self.nics,
             disk_template=op.disk_template,
             tags=list(op.tags),
@@ -288,6 +295,8 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
         self.cfg.add_instance(inst, disks)
         await self.cfg.commit()
         self.log_info(f"Instance {inst.name} added to the cluster configuration")
+        if op.os_type and not op.no_install:  # on failure, the instance is removed again
+            await os_lu.install_new_instance(self, inst, created)
         if op.start:
             inst_copy = self.cfg.copy(self.cfg.data.instances[inst.uuid])
             inst_copy.admin_state = "up"
@@ -307,8 +316,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
                 for spec in specs:
                     await self.rpc.call(node, defs.BLOCKDEV_REMOVE, t.DiskRemoveArgs(disk=spec))
                 raise OpExecError(
-                    f"instance {inst.name} could not be started, creation undone: "
-                    f"{res_s.fail_msg}",
+                    f"instance {inst.name} could not be started, creation undone: {res_s.fail_msg}",
                     res_s.error.code if res_s.error else ECode.ENVIRON,
                 )
         return [self.pnode.name]

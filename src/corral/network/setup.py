@@ -296,7 +296,9 @@ def _routed_address(nic: NicEnv) -> ipaddress.IPv4Address | ipaddress.IPv6Addres
     try:
         return ipaddress.ip_address(nic.ip)
     except ValueError as e:
-        raise HypervisorError(f"Routed NIC {nic.interface}: invalid IP {nic.ip!r}") from e
+        raise HypervisorError(
+            f"Routed NIC {nic.interface}: invalid IP {nic.ip!r}", ECode.INVAL
+        ) from e
 
 
 def _rule_table(rule: Any) -> int:

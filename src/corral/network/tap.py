@@ -106,16 +106,8 @@ def open_tap(name: str | None = None, *, vnet_hdr: bool = True, multi_queue: boo
             res = fcntl.ioctl(fd, TUNSETIFF, req)
         except OSError as e:
             what = f"tap {name}" if name else "a tap"
-            hint = (
-                " (a link of that name exists and is not a tap?)"
-                if e.errno
-                in (
-                    errno.EBUSY,
-                    errno.EINVAL,
-                )
-                and name
-                else ""
-            )
+            busy = e.errno in (errno.EBUSY, errno.EINVAL) and name
+            hint = " (a link of that name exists and is not a tap?)" if busy else ""
             raise HypervisorError(f"Cannot create {what}: {e.strerror}{hint}", ECode.ENVIRON) from e
         raw_name, _ = _IFREQ.unpack(res)
         ifname = raw_name.split(b"\0", 1)[0].decode()

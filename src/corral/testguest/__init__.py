@@ -15,7 +15,7 @@ console line formats), ``builder`` (orchestration and cache).
 
 from __future__ import annotations
 
-from corral.testguest.builder import DEFAULT_CACHE, build, cached, resolve_cache_dir
+from corral.testguest.builder import CACHE_ENV, DEFAULT_CACHE, build, cached, resolve_cache_dir
 from corral.testguest.console import (
     AddrLine,
     BlockDev,
@@ -30,6 +30,7 @@ from corral.testguest.console import (
 from corral.testguest.model import GuestError, GuestImage
 
 __all__ = [
+    "CACHE_ENV",
     "DEFAULT_CACHE",
     "AddrLine",
     "BlockDev",

@@ -102,8 +102,11 @@ def build(cache_dir: Path | None = None, force: bool = False) -> GuestImage:
             if image is not None:
                 return image
         busybox = check_tools()
+        _sweep(root, keep=None)
         deb = cached_deb(root / "debs") or kernel.download(root / "debs")
-        return _build_image(root, deb, busybox)
+        image = _build_image(root, deb, busybox)
+        _sweep(root, keep=image.kernel.parent)
+        return image
 
 
 def check_tools() -> bytes:
@@ -187,6 +190,23 @@ def _build_image(root: Path, deb: Path, busybox: bytes) -> GuestImage:
         manifest = Manifest(rid, version, str(rel / "vmlinux"), str(rel / "initrd"), deb.name)
         _write_atomic(root / "image.json", msgspec.json.encode(manifest) + b"\n")
     return GuestImage(root / rel / "vmlinux", root / rel / "initrd", version)
+
+
+def _sweep(root: Path, keep: Path | None) -> None:
+    """Remove what a killed build left behind and, given ``keep``, older images.
+
+    Runs under the build lock, so no other builder owns these files. Images
+    of another recipe are only ever returned to other versions of this code.
+    """
+    leftovers = [*root.glob(".build-*"), *root.glob("debs/.download-*"), *root.glob("images/*/.*")]
+    if keep is not None:
+        leftovers += [d for d in root.glob("images/*") if d != keep]
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

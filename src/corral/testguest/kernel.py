@@ -25,8 +25,14 @@ _LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
 _APT_TIMEOUT = 600.0
 
 
-def run(argv: Sequence[str], *, what: str, cwd: Path | None = None, timeout: float = 120.0,
-        stdin: bytes | None = None) -> bytes:  # fmt: skip
+def run(
+    argv: Sequence[str],
+    *,
+    what: str,
+    cwd: Path | None = None,
+    timeout: float = 120.0,
+    stdin: bytes | None = None,
+) -> bytes:
     """Run a tool; its stdout, or :class:`GuestError` naming ``what`` failed."""
     try:
         proc = subprocess.run(
@@ -79,8 +85,7 @@ def download(dest_dir: Path) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=dest_dir) as tmp:
         tmp_dir = Path(tmp)
-        # apt drops privileges to _apt for downloads when the directory allows it
-        os.chmod(tmp_dir, 0o755)
+        # (apt warns that it downloads unsandboxed into a root-only directory: harmless)
         package = _resolve_package()
         deb = _apt_download(package, tmp_dir) if package else None
         if deb is None:
@@ -92,8 +97,12 @@ def download(dest_dir: Path) -> Path:
                     "dependency in 'apt-cache depends' (is Debian's main archive configured?)"
                 )
             # this time a failure is final, and its message names apt's complaint
-            run(["apt-get", "download", package], what=f"downloading {package}",
-                cwd=tmp_dir, timeout=_APT_TIMEOUT)  # fmt: skip
+            run(
+                ["apt-get", "download", package],
+                what=f"downloading {package}",
+                cwd=tmp_dir,
+                timeout=_APT_TIMEOUT,
+            )
             found = sorted(tmp_dir.glob(f"{package}_*.deb"))
             if not found:
                 raise GuestError(f"apt-get download {package} left no .deb behind")

@@ -406,10 +406,10 @@ def _pidfile_records(node_root: Path) -> list[ProcRecord]:
     paths = Paths(node_root)
     ns = node_root.name  # a node's root directory is named like its namespace
     ident = net.ns_inode(ns)
-    for pidfile, prog in (
-        (paths.masterd_pidfile, "corral-masterd"),
-        (paths.noded_pidfile, "corral-noded"),
-    ):
+    daemons = [(paths.masterd_pidfile, "corral-masterd"), (paths.noded_pidfile, "corral-noded")]
+    kvm_pids = paths.hv_run_dir("kvm") / "pid"
+    qemus = sorted(kvm_pids.iterdir()) if kvm_pids.is_dir() else []
+    for pidfile, prog in [*daemons, *((q, "qemu") for q in qemus)]:
         try:
             pid = int(pidfile.read_text().split()[0])
             st = os.stat(f"/proc/{pid}/ns/net")
@@ -418,7 +418,12 @@ def _pidfile_records(node_root: Path) -> list[ProcRecord]:
         if ident is None or (st.st_dev, st.st_ino) != ident:
             continue
         cl = cmdline(pid) or []
-        if any(os.path.basename(a) == prog or a == f"corral.daemons.{prog[7:]}" for a in cl):
+        if prog == "qemu":
+            # Instances' QEMUs (daemonized by the node daemon): ours if their
+            # argv names a control socket under this node's root.
+            if any(str(node_root) in a and ".qmp," in a for a in cl):
+                out.append(ProcRecord(pid=pid, argv=cl, ns=ns, role=prog))
+        elif any(os.path.basename(a) == prog or a == f"corral.daemons.{prog[7:]}" for a in cl):
             out.append(ProcRecord(pid=pid, argv=cl, ns=ns, role=prog))
     return out
 

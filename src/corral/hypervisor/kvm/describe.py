@@ -93,7 +93,9 @@ def initial_runtime(
         runas=runas,
         nics=tuple(MachineNic(n.uuid, n.mac, _info(n.hvinfo)) for n in nics),
         disks=tuple(
-            MachineDisk(d.disk.uuid, _info(d.disk.hvinfo), d.disk.mode == "ro", disk_serial(d.disk.uuid))
+            MachineDisk(
+                d.disk.uuid, _info(d.disk.hvinfo), d.disk.mode == "ro", disk_serial(d.disk.uuid)
+            )
             for d in disks
         ),
         extra=tuple(hv.kvm_extra.split()),
@@ -131,7 +133,11 @@ def machine_from_runtime(rt: KvmRuntime, ctl: ControlPaths) -> Machine:
     argv = rt.kvm_cmd
     hv = hv_params(rt.hvparams)
     name, uuid = _argv_value(argv, "-name"), _argv_value(argv, "-uuid")
-    mem, smp, mach = _argv_value(argv, "-m"), _argv_value(argv, "-smp"), _argv_value(argv, "-machine")
+    mem, smp, mach = (
+        _argv_value(argv, "-m"),
+        _argv_value(argv, "-smp"),
+        _argv_value(argv, "-machine"),
+    )
     if not (name and uuid and mem and smp and mach):
         raise HypervisorError(
             "runtime file: kvm_cmd lacks -name/-uuid/-m/-smp/-machine", ECode.INVAL
@@ -151,7 +157,9 @@ def machine_from_runtime(rt: KvmRuntime, ctl: ControlPaths) -> Machine:
         memory = int(mem.split(",")[0].rstrip("Mm"))
         vcpus = int(smp.split(",")[0])
     except ValueError:
-        raise HypervisorError(f"runtime file: bad -m {mem!r} or -smp {smp!r}", ECode.INVAL) from None
+        raise HypervisorError(
+            f"runtime file: bad -m {mem!r} or -smp {smp!r}", ECode.INVAL
+        ) from None
     return Machine(
         name=name,
         uuid=uuid,
@@ -165,7 +173,9 @@ def machine_from_runtime(rt: KvmRuntime, ctl: ControlPaths) -> Machine:
         runas=_argv_value(argv, "-runas"),
         nics=tuple(MachineNic(n.uuid, n.mac, _info(n.hvinfo)) for n in rt.nics),
         disks=tuple(
-            MachineDisk(d.disk.uuid, _info(d.disk.hvinfo), d.disk.mode == "ro", disk_serial(d.disk.uuid))
+            MachineDisk(
+                d.disk.uuid, _info(d.disk.hvinfo), d.disk.mode == "ro", disk_serial(d.disk.uuid)
+            )
             for d in rt.disks
         ),
         extra=tuple(hv.kvm_extra.split()),
@@ -173,5 +183,7 @@ def machine_from_runtime(rt: KvmRuntime, ctl: ControlPaths) -> Machine:
 
 
 def pci_slots_in_use(rt: KvmRuntime, hv: KvmHvParams) -> set[int]:
-    infos = [n.hvinfo for n in rt.nics if n.hvinfo] + [d.disk.hvinfo for d in rt.disks if d.disk.hvinfo]
+    infos = [n.hvinfo for n in rt.nics if n.hvinfo] + [
+        d.disk.hvinfo for d in rt.disks if d.disk.hvinfo
+    ]
     return used_pci_slots(hv.kvm_pci_reservations, infos)

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from corral.errors import ECode, HypervisorError
 from corral.hypervisor.base import Hypervisor
@@ -33,7 +33,9 @@ from corral.rpc.types import InstanceRuntime, InstanceSpec
 
 log = logging.getLogger(__name__)
 
-_STATE = {
+RunState = Literal["running", "paused", "shutdown", "crashed", "blocked"]
+
+_STATE: dict[str, RunState] = {
     "running": "running",
     "paused": "paused",
     "prelaunch": "paused",
@@ -115,7 +117,9 @@ class KvmHypervisor(Hypervisor):
             self.files.shutdown_marker(name).write_text(f"{reason} {time.time():.3f}\n")
             await self._terminate(name, pid, context="shutdown", keep_marker=True)
 
-    async def _terminate(self, name: str, pid: int | None, *, context: str, keep_marker: bool = False) -> None:
+    async def _terminate(
+        self, name: str, pid: int | None, *, context: str, keep_marker: bool = False
+    ) -> None:
         """Make QEMU exit (quit, then signals), then undo the node-side setup."""
         if pid is not None:
             mon = self.monitors.cached(name)
@@ -140,7 +144,8 @@ class KvmHypervisor(Hypervisor):
     async def start(self, inst: InstanceSpec, paused: bool = False) -> None:
         self.files.check_name(inst.name)
         hv = hv_params(inst.hvparams)
-        verify.check_node(hv, inst)
+        # In a thread: the NIC checks use pyroute2's sync API (its own event loop).
+        await asyncio.to_thread(verify.check_node, hv, inst)
         async with self._lock(inst.name):
             await self._clear_stale(inst.name)
             ctl = self.files.control(inst.name)
@@ -163,7 +168,12 @@ class KvmHypervisor(Hypervisor):
             self.files.remove_all(name)
 
     async def _launch(
-        self, rt: runtime.KvmRuntime, tags: list[str], *, paused: bool = False, incoming: str | None = None
+        self,
+        rt: runtime.KvmRuntime,
+        tags: list[str],
+        *,
+        paused: bool = False,
+        incoming: str | None = None,
     ) -> None:
         self.files.ensure()
         name = instance_name(rt)
@@ -218,7 +228,8 @@ class KvmHypervisor(Hypervisor):
             return
         exited = asyncio.ensure_future(launch.wait_exit(self.files, name, pid, timeout))
         try:
-            await asyncio.wait({done, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            waits: set[asyncio.Future[Any]] = {done, exited}
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             done.cancel()
             exited.cancel()
@@ -260,6 +271,7 @@ class KvmHypervisor(Hypervisor):
                 m = machine_from_runtime(rt, self.files.control(name))
                 memory, vcpus = m.memory, m.vcpus
         status = await self._query_state(name)
+        state: RunState
         if status is None:
             state = "blocked"  # alive but not answering on QMP
         else:
@@ -268,7 +280,12 @@ class KvmHypervisor(Hypervisor):
                 # Powered off while nobody listened (node daemon restarted).
                 self._spawn(self._user_shutdown(name, "guest-shutdown"))
         return InstanceRuntime(
-            name=name, state=state, memory=memory, vcpus=vcpus, uptime=_uptime(pid), pid=pid  # type: ignore[arg-type]
+            name=name,
+            state=state,
+            memory=memory,
+            vcpus=vcpus,
+            uptime=_uptime(pid),
+            pid=pid,
         )
 
     async def all_instances_info(self) -> dict[str, InstanceRuntime]:

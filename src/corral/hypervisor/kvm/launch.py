@@ -155,7 +155,9 @@ async def kill(files: KvmFiles, name: str, pid: int) -> None:
     raise HypervisorError(f"QEMU of {name} (pid {pid}) does not die", ECode.FAULT)
 
 
-async def exec_qemu(argv: list[str], pass_fds: list[int], timeout: float = QEMU_START_TIMEOUT) -> None:
+async def exec_qemu(
+    argv: list[str], pass_fds: list[int], timeout: float = QEMU_START_TIMEOUT
+) -> None:
     """Run QEMU with ``-daemonize``: returns once the machine is set up."""
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -170,7 +172,7 @@ async def exec_qemu(argv: list[str], pass_fds: list[int], timeout: float = QEMU_
         raise HypervisorError(f"cannot execute {argv[0]}: {err.strerror}", ECode.ENVIRON) from None
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
@@ -183,7 +185,9 @@ async def exec_qemu(argv: list[str], pass_fds: list[int], timeout: float = QEMU_
         )
 
 
-async def deconfigure(rt: runtime.KvmRuntime | None, files: KvmFiles, name: str, context: str) -> None:
+async def deconfigure(
+    rt: runtime.KvmRuntime | None, files: KvmFiles, name: str, context: str
+) -> None:
     """Run kvm-ifdown for every NIC the runtime file lists (best effort)."""
     if rt is None:
         return

@@ -156,7 +156,9 @@ def disk_hvinfo(disk_type: str, uuid: str, index: int, used: set[int]) -> HvInfo
         return HvInfo(driver="ide-hd", id=did, bus=f"ide.{index // 2}", unit=index % 2)
     if disk_type == "scsi-hd":
         return HvInfo(driver="scsi-hd", id=did, bus="scsi.0", channel=0, scsi_id=index, lun=0)
-    return HvInfo(driver=DISK_DRIVERS[disk_type], id=did, bus="pci.0", addr=hex(free_pci_slot(used)))
+    return HvInfo(
+        driver=DISK_DRIVERS[disk_type], id=did, bus="pci.0", addr=hex(free_pci_slot(used))
+    )
 
 
 def disk_serial(uuid: str) -> str:

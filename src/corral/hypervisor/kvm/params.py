@@ -92,7 +92,8 @@ def _check_cpu(v: str) -> str | None:
 
 def _meta(doc: str, check: object = None, **kw: object) -> msgspec.Meta:
     extra = {"check": check} if check is not None else None
-    return msgspec.Meta(description=doc, extra=extra, **kw)  # type: ignore[arg-type]
+    meta: msgspec.Meta = msgspec.Meta(description=doc, extra=extra, **kw)  # type: ignore[call-overload]
+    return meta
 
 
 class KvmHvParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -159,7 +160,10 @@ class KvmHvParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     serial_console: Annotated[bool, _meta("Give the guest a serial console (ttyS0)")] = True
     serial_speed: Annotated[int, _meta("Serial console speed (baud)", ge=300, le=115200)] = 38400
     vnc_bind_address: Annotated[
-        str, _meta("VNC listen address (IP, or a path for a UNIX socket); empty: no VNC", _check_vnc_bind)
+        str,
+        _meta(
+            "VNC listen address (IP, or a path for a UNIX socket); empty: no VNC", _check_vnc_bind
+        ),
     ] = ""
     vnc_password_file: Annotated[
         str, _meta("File whose first line is the VNC password", _abs_path(True))
@@ -174,7 +178,9 @@ class KvmHvParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         Literal["none", "user"],
         _meta("Run QEMU as root (none) or as the user in security_domain (user)"),
     ] = "none"
-    security_domain: Annotated[str, _meta("User QEMU runs as with security_model=user", _check_user)] = ""
+    security_domain: Annotated[
+        str, _meta("User QEMU runs as with security_model=user", _check_user)
+    ] = ""
     use_chroot: Annotated[bool, _meta("Chroot QEMU into an empty per-instance directory")] = False
     reboot_behavior: Annotated[
         Literal["allow", "exit"], _meta("A reboot inside the guest: allow it, or stop the instance")

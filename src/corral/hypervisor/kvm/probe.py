@@ -39,7 +39,7 @@ async def _run(argv: list[str], timeout: float = 20.0) -> str:
         raise HypervisorError(f"cannot run {argv[0]}: {err.strerror}", ECode.ENVIRON) from None
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise HypervisorError(f"{' '.join(argv)} did not answer in {timeout} s") from None

@@ -48,7 +48,7 @@ class Monitor:
     async def connect(self, timeout: float = 5.0) -> None:
         try:
             await asyncio.wait_for(self._client.connect(self.socket_path), timeout)
-        except (QMPError, OSError, asyncio.TimeoutError) as err:
+        except (TimeoutError, QMPError, OSError) as err:
             raise HypervisorError(
                 f"cannot connect to the QMP socket of {self.name} ({self.socket_path}): "
                 f"{err or type(err).__name__}",
@@ -71,14 +71,16 @@ class Monitor:
                 except Exception:  # a callback bug must not stop event delivery
                     log.exception("QMP event handler for %s failed", self.name)
 
-    async def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
+    async def execute(
+        self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 30.0
+    ) -> Any:
         try:
             return await asyncio.wait_for(self._client.execute(cmd, args), timeout)
         except ExecuteError as err:
             raise HypervisorError(
-                f"QMP {cmd} on {self.name} failed: {err.error.desc}", ECode.ENVIRON
+                f"QMP {cmd} on {self.name} failed: {err.error.error.desc}", ECode.ENVIRON
             ) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise HypervisorError(f"QMP {cmd} on {self.name} timed out", ECode.ENVIRON) from None
         except (QMPError, OSError, EOFError) as err:
             raise HypervisorError(

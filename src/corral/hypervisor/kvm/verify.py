@@ -20,7 +20,9 @@ from corral.rpc.types import InstanceSpec
 
 def check_syntax(hv: KvmHvParams, field: str = "hvparams") -> None:
     if hv.security_model == "user" and not hv.security_domain:
-        raise ParameterError(f"{field}/security_domain", "security_model=user needs a security_domain")
+        raise ParameterError(
+            f"{field}/security_domain", "security_model=user needs a security_domain"
+        )
     if hv.security_model == "none" and hv.security_domain:
         raise ParameterError(
             f"{field}/security_domain", "security_domain is only used with security_model=user"
@@ -56,7 +58,8 @@ def runas_user(hv: KvmHvParams) -> str | None:
         pwd.getpwnam(hv.security_domain)
     except KeyError:
         raise HypervisorError(
-            f"security_domain user {hv.security_domain!r} does not exist on this node", ECode.ENVIRON
+            f"security_domain user {hv.security_domain!r} does not exist on this node",
+            ECode.ENVIRON,
         ) from None
     return hv.security_domain
 
@@ -91,7 +94,9 @@ def check_node(hv: KvmHvParams, spec: InstanceSpec | None = None) -> None:
             )
     for d in spec.disks:
         if not d.path or not os.path.exists(d.path):
-            raise HypervisorError(f"disk {d.index} of {spec.name} is missing: {d.path}", ECode.ENVIRON)
+            raise HypervisorError(
+                f"disk {d.index} of {spec.name} is missing: {d.path}", ECode.ENVIRON
+            )
 
 
 def check_params_dict(raw: dict[str, Any]) -> None:

@@ -1,0 +1,204 @@
+"""Helpers of the KVM system tests: console lines, pings, what a node still has."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from corral import testguest
+from corral import vcluster as vcl
+from corral.testguest import DevicesLine
+
+
+def gnt(vc: vcl.VCluster, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return vcl.run_in(vc.master, list(argv), check=check, timeout=300)
+
+
+def console_log(node: vcl.VNode, inst: str) -> Path:
+    return node.paths.log_dir / "kvm" / f"{inst}.console.log"
+
+
+def devices_lines(node: vcl.VNode, inst: str, offset: int = 0) -> list[DevicesLine]:
+    try:
+        data = console_log(node, inst).read_bytes()[offset:]
+    except FileNotFoundError:
+        return []
+    out = []
+    for raw in data.decode(errors="replace").splitlines():
+        line = testguest.parse_line(raw)
+        if isinstance(line, DevicesLine):
+            out.append(line)
+    return out
+
+
+def log_size(node: vcl.VNode, inst: str) -> int:
+    try:
+        return console_log(node, inst).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def wait_devices(
+    node: vcl.VNode, inst: str, *, offset: int = 0, macs: tuple[str, ...] = (), timeout: float = 90
+) -> DevicesLine:
+    """The first report (after ``offset``) that shows every MAC in ``macs``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in devices_lines(node, inst, offset):
+            have = {n.mac for n in line.net}
+            if all(m in have for m in macs):
+                return line
+        time.sleep(0.1)
+    tail = console_log(node, inst).read_bytes()[-2000:] if console_log(node, inst).exists() else b""
+    raise AssertionError(f"{inst}: no DEVICES line with {macs} in {timeout}s; console:\n{tail!r}")
+
+
+def wait_console_text(
+    node: vcl.VNode, inst: str, text: str, offset: int = 0, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text.encode() in console_log(node, inst).read_bytes()[offset:]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{inst}: {text!r} never appeared on the console")
+
+
+def ping(ns: str, address: str, count: int = 3, timeout: float = 30) -> bool:
+    """True once ``address`` answers from namespace ``ns`` (retries while ARP/boot settle)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", address],
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode == 0:
+            ok = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "ping",
+                    "-c",
+                    str(count),
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "1",
+                    address,
+                ],
+                capture_output=True,
+                check=False,
+            )
+            return ok.returncode == 0
+    return False
+
+
+def links(ns: str, kind: str | None = None) -> list[str]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "ip", "-j", "-d", "link", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    names = []
+    for link in json.loads(out.stdout or "[]"):
+        info = link.get("linkinfo", {}).get("info_kind")
+        if kind is None or info == kind:
+            names.append(link["ifname"])
+    return names
+
+
+def taps(ns: str) -> list[str]:
+    return links(ns, "tun")
+
+
+def routes(ns: str, table: str) -> list[str]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "ip", "-j", "route", "show", "table", table],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [r["dst"] for r in json.loads(out.stdout or "[]")] if out.returncode == 0 else []
+
+
+def rules(ns: str) -> list[str]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "ip", "-j", "rule", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [
+        str(r.get("iif", "")) + ":" + str(r.get("table", ""))
+        for r in json.loads(out.stdout or "[]")
+    ]
+
+
+def qemu_pids(node: vcl.VNode) -> list[int]:
+    """QEMU processes whose argv points into this node's root."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if (
+            argv
+            and argv[0].endswith((b"kvm", b"qemu-system-x86_64"))
+            and any(node.root.encode() in a for a in argv)
+        ):
+            pids.append(int(entry))
+    return pids
+
+
+def instance_files(node: vcl.VNode, inst: str) -> list[str]:
+    base = node.paths.hv_run_dir("kvm")
+    found = []
+    for sub in ("pid", "ctrl", "conf", "nic", "chroot"):
+        d = base / sub
+        if d.is_dir():
+            found += [f"{sub}/{n}" for n in os.listdir(d) if n == inst or n.startswith(inst + ".")]
+    return found
+
+
+def ip(ns: str, *args: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, "ip", *args], check=True, capture_output=True)
+
+
+def sysctl(ns: str, key: str, value: str) -> None:
+    subprocess.run(
+        ["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{key}={value}"],
+        check=True,
+        capture_output=True,
+    )
+
+
+def hmp(path: Path, command: str, timeout: float = 10) -> str:
+    """Run one command on QEMU's human monitor socket (the admin's own monitor)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))
+        s.settimeout(timeout)
+        buf = b""
+        while b"(qemu) " not in buf:
+            buf += s.recv(4096)
+        s.sendall(command.encode() + b"\n")
+        buf = b""
+        # HMP echoes as it reads; the next prompt means the command ran.
+        while buf.count(b"(qemu) ") < 1 or not buf.rstrip().endswith(b"(qemu)"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+        return buf.decode(errors="replace")
