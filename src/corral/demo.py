@@ -1,189 +1,519 @@
-"""``make demo``: a narrated tour of a 3-node virtual cluster.
+"""``make demo``: a narrated tour of a 2-node virtual cluster running a real VM.
 
-Builds three nodes as network namespaces on this host (``corral vcluster``),
-each with its own root and ``corral-noded``; node1 runs ``corral-masterd``
-and enrols the others over mutual TLS. Then it runs the real ``gnt-*``
-commands (fake hypervisor), printing each with its output, fails the master
-over to node2, and tears everything down — also when a step fails.
+Builds the test guest (cached), then two nodes as network namespaces on this
+host (``corral vcluster``), each with its own root and ``corral-noded``;
+node1 runs ``corral-masterd`` and enrols node2 over mutual TLS. It enables
+the KVM hypervisor, creates ``web1`` on node2 (QEMU under TCG, booting the
+test guest), shows the guest's console report and a ping from a client on
+the VM network, then tours the rest (fake-hypervisor instances, jobs,
+verify, node roles) and the instance's lifecycle. Every command is printed
+with its output. Everything is torn down at the end, also when a step
+fails, on Ctrl-C or on SIGTERM.
+
+``--failover`` adds the master failover. Voting needs a majority of the
+master candidates: with the master dead, one of two is not a majority, so
+the tour shows the refusal and then the admin's override (``--no-voting``).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
 
-from corral import bootstrap
+from corral import bootstrap, testguest
+from corral import demotools as dt
 from corral import vcluster as vcl
 from corral.daemons import noded
 
-Step = tuple[str | None, list[str], str]  # title, argv, on which node ("master" or a name)
+GUEST = "web1"
+GUEST_NODE = "node2"
+GUEST_MAC = "aa:00:00:de:00:10"
+GUEST_IP = "203.0.113.10"
+CLIENT_IP = "203.0.113.200"  # a namespace on node1's br0 standing in for a client
+BOOT_TIMEOUT = 180.0  # TCG on a loaded 2-core machine: generous
 
-STEPS: list[Step] = [
-    (
-        "The nodes: node1 is the master, the others enrolled master candidates",
-        ["gnt-node", "list", "-o", "name,role,pip,mtotal,mfree,ctotal"],
-        "master",
-    ),
-    ("Cluster information", ["gnt-cluster", "info"], "master"),
-    (
-        "Create an instance on each node: a 1 GiB file disk, a NIC on the VM bridge br0",
+
+@dataclass(frozen=True)
+class Step:
+    """One command of the tour, typed on ``on`` (``"master"`` or a node name)."""
+
+    argv: tuple[str, ...]
+    title: str | None = None
+    on: str = "master"
+    expect_fail: bool = False
+    show: Callable[[str], str] | None = None  # shortens stdout for the reader
+    timeout: float = 120.0
+
+
+def step(
+    *argv: str,
+    title: str | None = None,
+    on: str = "master",
+    expect_fail: bool = False,
+    show: Callable[[str], str] | None = None,
+    timeout: float = 120.0,
+) -> Step:
+    return Step(argv, title, on, expect_fail, show, timeout)
+
+
+class Tour:
+    """Runs steps on the virtual cluster, prints them, counts the surprises."""
+
+    def __init__(self, vc: vcl.VCluster) -> None:
+        self.vc = vc
+        self.master = "node1"
+        self.failures = 0
+
+    def section(self, title: str) -> None:
+        print(f"\n# {title}")
+
+    def note(self, text: str) -> None:
+        print(f"   {text}")
+
+    def fail(self, text: str) -> None:
+        self.failures += 1
+        print(f"!! {text}")
+
+    def host(self, argv: Sequence[str]) -> None:
+        print("[host]$ " + " ".join(shlex.quote(a) for a in argv))
+
+    def run(self, s: Step) -> bool:
+        node = self.vc.node(self.master if s.on == "master" else s.on)
+        if s.title:
+            self.section(s.title)
+        print(f"[{node.name}]$ " + " ".join(shlex.quote(a) for a in s.argv))
+        started = time.monotonic()
+        r = vcl.run_in(node, list(s.argv), timeout=s.timeout)
+        took = time.monotonic() - started
+        print(s.show(r.stdout) if s.show else r.stdout, end="")
+        print(r.stderr, end="")
+        if (r.returncode != 0) != s.expect_fail:
+            self.fail(f"unexpected exit status {r.returncode}")
+            return False
+        print(f"   (exit {r.returncode}, {took * 1000:.0f} ms)")
+        return True
+
+    def run_all(self, steps: Sequence[Step]) -> None:
+        for s in steps:
+            self.run(s)
+
+
+# --- the parts of the tour ------------------------------------------------------------
+
+
+def build_guest(tour: Tour) -> testguest.GuestImage:
+    tour.section("The test guest: a tiny Linux (Debian's cloud kernel, a busybox initramfs)")
+    tour.host(["corral", "testguest", "build"])
+    was_cached = testguest.cached() is not None
+    started = time.monotonic()
+    image = testguest.build()
+    print(f"kernel  {image.kernel}\ninitrd  {image.initrd}\nversion {image.kernel_version}")
+    how = "cached" if was_cached else "downloaded with apt-get download and built"
+    tour.note(f"({how}, {time.monotonic() - started:.1f}s)")
+    return image
+
+
+def bring_up(tour: Tour) -> None:
+    vc = tour.vc
+    tour.section("Two nodes as network namespaces; node1 runs gnt-cluster init, node2 joins")
+    tour.host(["corral", "vcluster", "up", "--nodes", "2"])
+    started = time.monotonic()
+    vcl.init_cluster(vc, cluster_name="demo")
+    print(f"virtual cluster {vc.prefix} up: {len(vc.nodes)} nodes, state in {vc.state_file}")
+    for n in vc.nodes:
+        print(f"  {n.name}  ns {n.ns}  {n.mgmt_ip}  root {n.root}  noded pid {n.noded_pid}")
+    tour.note(
+        "each node: mgmt0 on the management switch, bridge br0 on the VM network "
+        f"(cluster up in {time.monotonic() - started:.1f}s)"
+    )
+    tour.run_all(
         [
+            step(
+                "gnt-node",
+                "list",
+                "-o",
+                "name,role,pip,mtotal,mfree,ctotal",
+                title="The nodes: node1 is the master, node2 an enrolled master candidate",
+            ),
+            step("gnt-cluster", "info", title="Cluster information"),
+        ]
+    )
+
+
+def enable_kvm(tour: Tour, image: testguest.GuestImage) -> bool:
+    tour.section("Enable KVM, booting the test guest's kernel and initramfs directly")
+    tour.note(
+        "kvm_flag=disabled runs QEMU under TCG: /dev/kvm on this machine is a software "
+        "layer that cannot boot Linux (see TESTGUEST.md); real hosts keep KVM"
+    )
+    return tour.run(
+        step(
+            "gnt-cluster",
+            "modify",
+            "--enabled-hypervisors=kvm,fake",
+            "-H",
+            f"kvm:kernel_path={image.kernel},initrd_path={image.initrd},root_path=,"
+            "kernel_args=quiet,kvm_flag=disabled",
+        )
+    )
+
+
+def add_guest(tour: Tour) -> bool:
+    """Create web1 and wait until the guest reports its NIC; False if it never does."""
+    node = tour.vc.node(GUEST_NODE)
+    kargs = f"quiet corral.ip.{GUEST_MAC.replace(':', '')}={GUEST_IP}/24"
+    ok = tour.run(
+        step(
             "gnt-instance",
             "add",
-            "-n",
-            "node1",
             "-t",
             "file",
             "--disk",
-            "0:size=1G",
-            "--net",
-            "0:link=br0",
+            "0:size=64M",
             "-B",
-            "memory=512M,vcpus=2",
-            "web1",
-        ],
-        "master",
-    ),
-    (
-        None,
-        ["gnt-instance", "add", "-n", "node2", "-B", "memory=256M", "--tags", "role:db", "db1"],
-        "master",
-    ),
-    (None, ["gnt-instance", "add", "-n", "node3", "--no-start", "spare1"], "master"),
-    (
-        "List instances (Ganeti's default fields), then chosen fields with a filter",
-        ["gnt-instance", "list"],
-        "master",
-    ),
-    (
-        None,
-        [
-            "gnt-instance",
-            "list",
+            "memory=128M",
             "-o",
-            "name,pnode,status,be/maxmem,nic.macs,tags",
-            "-F",
-            'status == "running"',
-        ],
-        "master",
-    ),
-    (
-        "Start, reboot and stop go to each instance's node over RPC",
-        ["gnt-instance", "startup", "spare1"],
-        "master",
-    ),
-    (None, ["gnt-instance", "reboot", "--type", "hard", "web1"], "master"),
-    (None, ["gnt-instance", "shutdown", "db1"], "master"),
-    (
-        "A job submitted in the background, then the job list",
-        ["gnt-debug", "delay", "--submit", "0.3"],
-        "master",
-    ),
-    (None, ["gnt-job", "list"], "master"),
-    (
-        "Check the cluster: reachability, versions, config copies, certificates, clocks",
-        ["gnt-cluster", "verify"],
-        "master",
-    ),
-    (
-        "A dry run changes nothing",
-        ["gnt-instance", "add", "-n", "node2", "--dry-run", "web2"],
-        "master",
-    ),
-    (
-        "Bad input is refused with a reason and an error code",
-        ["gnt-instance", "add", "-n", "node2", "-t", "file", "--disk", "0:size=-1G", "web2"],
-        "master",
-    ),
-    (
-        "Mark node3 offline, then back online",
-        ["gnt-node", "modify", "--offline", "yes", "--force", "node3"],
-        "master",
-    ),
-    (None, ["gnt-node", "list", "-o", "name,role,mfree,pinst_cnt"], "master"),
-    (None, ["gnt-node", "modify", "--offline", "no", "node3"], "master"),
-    (None, ["gnt-node", "modify", "--master-candidate", "yes", "node3"], "master"),
-]
-
-FAILOVER: list[Step] = [
-    (
-        "node2 takes over (the candidates vote), the instances are untouched",
-        ["gnt-cluster", "master-failover"],
-        "node2",
-    ),
-    (None, ["gnt-cluster", "getmaster"], "node2"),
-    (None, ["gnt-instance", "list", "-o", "name,pnode,status"], "node2"),
-]
-
-EXPECTED_FAILURE = "0:size=-1G"
-
-
-def _run(vc: vcl.VCluster, step: Step, master: str) -> bool:
-    title, argv, where = step
-    node = vc.node(master if where == "master" else where)
-    if title:
-        print(f"\n# {title}")
-    print(f"[{node.name}]$ " + " ".join(shlex.quote(a) for a in argv))
-    started = time.monotonic()
-    r = vcl.run_in(node, argv, timeout=120)
-    took = time.monotonic() - started
-    print(r.stdout, end="")
-    print(r.stderr, end="")
-    if (r.returncode != 0) != (EXPECTED_FAILURE in argv):
-        print(f"!! unexpected exit status {r.returncode}")
+            "noop",
+            "-n",
+            GUEST_NODE,
+            "--net",
+            f"0:link=br0,mac={GUEST_MAC}",
+            "-H",
+            f"kvm:kernel_args={kargs}",
+            GUEST,
+            title=f"Create {GUEST} on {GUEST_NODE}: a real VM that sets {GUEST_IP} on the NIC "
+            "with its MAC (kernel argument corral.ip.<mac>)",
+            timeout=300,
+        )
+    )
+    if not ok:
         return False
-    print(f"   (exit {r.returncode}, {took * 1000:.0f} ms)")
+    started = time.monotonic()
+    tour.section(f"The guest reports on its serial console ({dt.console_log(node, GUEST)}):")
+    seen = dt.wait_report(node, GUEST, dt.devices_with(GUEST_MAC), timeout=BOOT_TIMEOUT)
+    if seen is None:
+        tour.fail(
+            f"no DEVICES line in {BOOT_TIMEOUT:.0f}s; console:\n{dt.console_tail(node, GUEST)}"
+        )
+        return False
+    for rep in seen:
+        print(f"   {rep.raw}")
+    tour.note(f"(first DEVICES report {time.monotonic() - started:.1f}s after the add returned)")
     return True
 
 
-def main() -> int:
-    t0 = time.monotonic()
-    print("== Corral demo: a 3-node virtual cluster (fake hypervisor) ==")
-    failures = 0
-    vc = vcl.up(3)
-    try:
-        print(f"\n# Build 3 nodes as network namespaces (prefix {vc.prefix}):")
-        for n in vc.nodes:
-            print(
-                f"   {n.name}: namespace {n.ns}, {n.mgmt_ip} on the management switch, "
-                f"bridge br0 on the VM network, root {n.root}"
-            )
-        print("# gnt-cluster init on node1, then gnt-node add --join for node2 and node3")
-        started = time.monotonic()
-        vcl.init_cluster(vc, cluster_name="demo")
-        print(f"   (cluster up in {time.monotonic() - started:.1f}s)")
-        failures += sum(not _run(vc, s, "node1") for s in STEPS)
-        print("\n# The master dies (both its daemons are killed)")
-        bootstrap.stop_masterd(vc.master.paths, sig=signal.SIGKILL)
-        noded.stop(vc.master.paths, sig=signal.SIGKILL)
-        failures += sum(not _run(vc, s, "node2") for s in FAILOVER)
-        print("\n# node1 comes back: its node daemon serves, its master daemon refuses to run")
-        vcl.start_node_daemon(vc.master, vc=vc)
-        r = vcl.run_in(vc.master, ["corral-masterd"])
-        print("[node1]$ corral-masterd")
-        print((r.stdout + r.stderr).strip())
-        if r.returncode == 0:
-            failures += 1
-            print("!! the old master started")
-        for name in ("web1", "db1", "spare1"):
-            failures += not _run(
-                vc, (None, ["gnt-instance", "remove", "-f", name], "node2"), "node2"
-            )
-        failures += not _run(vc, ("Job history", ["gnt-job", "list"], "node2"), "node2")
-    finally:
-        report = vcl.down(vc)
-        print(
-            f"\n# Tear down: stopped {len(report.stopped)} processes, removed "
-            f"{len(report.namespaces)} namespaces"
+def show_guest(tour: Tour, client_ns: str) -> None:
+    tour.run_all(
+        [
+            step(
+                "gnt-instance",
+                "list",
+                "-o",
+                "name,hypervisor,pnode,status,oper_ram,oper_vcpus,nic.macs",
+                title="The instance as the cluster sees it (oper_ram: memory of the running VM)",
+            ),
+            step("gnt-instance", "info", GUEST, show=dt.shorten_info),
+        ]
+    )
+    ping(
+        tour,
+        client_ns,
+        f"A client on node1's br0 ({CLIENT_IP}) pings {GUEST} across the VM network",
+    )
+
+
+def ping(tour: Tour, client_ns: str, title: str) -> None:
+    tour.section(title)
+    argv = ["ip", "netns", "exec", client_ns, "ping", "-c", "3", GUEST_IP]
+    answered = dt.wait_answers(client_ns, GUEST_IP)
+    tour.host(argv)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    print(r.stdout + r.stderr, end="")
+    if not answered or r.returncode != 0:
+        tour.fail(f"{GUEST} does not answer ping (exit {r.returncode})")
+
+
+def fake_tour(tour: Tour) -> None:
+    """The cluster core with the fake hypervisor, next to the real VM."""
+    tour.run_all(
+        [
+            step(
+                "gnt-instance",
+                "add",
+                "-n",
+                "node1",
+                "-H",
+                "fake",
+                "-t",
+                "file",
+                "--disk",
+                "0:size=1G",
+                "--net",
+                "0:link=br0",
+                "-B",
+                "memory=512M,vcpus=2",
+                "--tags",
+                "role:db",
+                "db1",
+                title="Two more instances on the fake hypervisor (no VM: for tests at scale)",
+            ),
+            step("gnt-instance", "add", "-n", "node2", "-H", "fake", "--no-start", "spare1"),
+            step(
+                "gnt-instance",
+                "list",
+                title="List instances (Ganeti's default fields), then chosen fields with a filter",
+            ),
+            step(
+                "gnt-instance",
+                "list",
+                "-o",
+                "name,pnode,status,be/maxmem,nic.macs,tags",
+                "-F",
+                'status == "running"',
+            ),
+            step(
+                "gnt-instance",
+                "startup",
+                "spare1",
+                title="Start, reboot and stop go to each instance's node over RPC",
+            ),
+            step("gnt-instance", "reboot", "--type", "hard", "db1"),
+            step("gnt-instance", "shutdown", "db1"),
+            step(
+                "gnt-debug",
+                "delay",
+                "--submit",
+                "0.3",
+                title="A job submitted in the background, then the job list",
+            ),
+            step("gnt-job", "list"),
+            step(
+                "gnt-cluster",
+                "verify",
+                title="Check the cluster: reachability, versions, config copies, certificates, "
+                "clocks",
+            ),
+            step(
+                "gnt-instance",
+                "add",
+                "-n",
+                "node1",
+                "--dry-run",
+                "web2",
+                title="A dry run changes nothing",
+            ),
+            step(
+                "gnt-instance",
+                "add",
+                "-n",
+                "node1",
+                "-t",
+                "file",
+                "--disk",
+                "0:size=-1G",
+                "web2",
+                title="Bad input is refused with a reason and an error code",
+                expect_fail=True,
+            ),
+        ]
+    )
+
+
+def node_roles(tour: Tour) -> None:
+    tour.run_all(
+        [
+            step(
+                "gnt-node",
+                "modify",
+                "--offline",
+                "yes",
+                "--force",
+                "node2",
+                title="Mark node2 offline (it stops being a candidate), then back online",
+            ),
+            step("gnt-node", "list", "-o", "name,role,mfree,pinst_cnt"),
+            step("gnt-node", "modify", "--offline", "no", "node2"),
+            step("gnt-node", "modify", "--master-candidate", "yes", "node2"),
+        ]
+    )
+
+
+def failover(tour: Tour, client_ns: str | None) -> None:
+    """The master dies; node2 takes over. Only with ``--failover`` (see the docstring)."""
+    vc = tour.vc
+    tour.section("The master dies (both its daemons on node1 are killed)")
+    bootstrap.stop_masterd(vc.master.paths, sig=signal.SIGKILL)
+    noded.stop(vc.master.paths, sig=signal.SIGKILL)
+    tour.master = "node2"
+    tour.run_all(
+        [
+            step(
+                "gnt-cluster",
+                "master-failover",
+                title="node2 asks the candidates to vote: 1 of 2 is no majority, so it refuses",
+                expect_fail=True,
+            ),
+            step(
+                "gnt-cluster",
+                "master-failover",
+                "--no-voting",
+                "--yes-do-it",
+                title="The admin knows node1 is down and overrides the vote",
+            ),
+            step("gnt-cluster", "getmaster"),
+            step("gnt-instance", "list", "-o", "name,pnode,status"),
+        ]
+    )
+    if client_ns is not None:
+        ping(tour, client_ns, f"{GUEST} on node2 was not touched: it still answers")
+    tour.section("node1 comes back: its node daemon serves, its master daemon refuses to run")
+    vcl.start_node_daemon(vc.master, vc=vc)
+    print("[node1]$ corral-masterd")
+    r = vcl.run_in(vc.master, ["corral-masterd"])
+    print((r.stdout + r.stderr).strip())
+    if r.returncode == 0:
+        tour.fail("the old master started")
+
+
+def guest_lifecycle(tour: Tour) -> None:
+    """Reboot and shut down web1, showing what the guest itself printed."""
+    node = tour.vc.node(GUEST_NODE)
+    off = dt.log_size(node, GUEST)
+    if tour.run(
+        step(
+            "gnt-instance",
+            "reboot",
+            GUEST,
+            title=f"A soft reboot: ACPI power button, the guest powers off, {GUEST_NODE} starts "
+            "it again",
+            timeout=300,
         )
+    ):
+        show_console(tour, node, off, dt.devices_with(GUEST_MAC))
+    off = dt.log_size(node, GUEST)
+    if tour.run(step("gnt-instance", "shutdown", GUEST, title="Shut it down", timeout=300)):
+        show_console(tour, node, off, dt.is_poweroff)
+    tour.run(step("gnt-instance", "list", "-o", "name,pnode,status,oper_ram", GUEST))
+
+
+def show_console(
+    tour: Tour, node: vcl.VNode, offset: int, done: Callable[[testguest.ConsoleLine], bool]
+) -> None:
+    seen = dt.wait_report(node, GUEST, done, offset=offset, timeout=BOOT_TIMEOUT)
+    if seen is None:
+        tour.fail(f"the guest did not report; console:\n{dt.console_tail(node, GUEST)}")
+        return
+    print(f"   console of {GUEST}:")
+    for rep in seen:
+        print(f"   {rep.raw}")
+
+
+def clean_up(tour: Tour) -> None:
+    steps = [step("gnt-instance", "remove", "-f", GUEST, title="Remove the instances")]
+    steps += [step("gnt-instance", "remove", "-f", name) for name in ("db1", "spare1")]
+    steps.append(step("gnt-job", "list", title="Job history"))
+    tour.run_all(steps)
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+_MAIN_PID = os.getpid()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the ``finally`` of :func:`main` tears down.
+
+    Only in the demo's own process: pyroute2 forks helpers into namespaces and
+    ends them with SIGTERM; a fork must die as usual, not run the teardown.
+    """
+    if os.getpid() != _MAIN_PID:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise KeyboardInterrupt
+
+
+def tour_all(tour: Tour, with_failover: bool) -> None:
+    image = build_guest(tour)
+    bring_up(tour)
+    client_ns = None
+    if enable_kvm(tour, image) and add_guest(tour):
+        client_ns = vcl.add_guest_ns(tour.vc, tour.vc.node("node1"), 1, CLIENT_IP)
+        show_guest(tour, client_ns)
+    fake_tour(tour)
+    node_roles(tour)
+    if with_failover:
+        failover(tour, client_ns)
+    if client_ns is not None:
+        guest_lifecycle(tour)
+    clean_up(tour)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m corral.demo", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--failover",
+        action="store_true",
+        help="also kill the master and fail over to node2 (with two nodes that needs "
+        "--no-voting: one surviving candidate of two is no majority)",
+    )
+    args = p.parse_args(argv)
+    t0 = time.monotonic()
+    print("== Corral demo: a 2-node virtual cluster running a real VM (QEMU, TCG) ==")
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
+    vc: vcl.VCluster | None = None
+    failures = 0
+    interrupted = False
+    try:
+        vc = vcl.up(2)  # removes what it made if it fails
+        tour = Tour(vc)
+        try:
+            tour_all(tour, args.failover)
+        finally:
+            failures += tour.failures
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\n!! interrupted: tearing down")
+    except Exception as exc:  # the teardown below must run; the reason is printed
+        failures += 1
+        print(f"\n!! {type(exc).__name__}: {exc}")
+    finally:
+        # A second Ctrl-C must not leave namespaces or QEMUs behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if vc is not None:
+            failures += _tear_down(vc)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, old_term)
+    if interrupted:
+        return 130
     print(
         f"\n== demo finished in {time.monotonic() - t0:.1f}s, "
         f"{'all steps as expected' if not failures else f'{failures} unexpected results'};"
         " everything it created is gone =="
     )
     return 1 if failures else 0
+
+
+def _tear_down(vc: vcl.VCluster) -> int:
+    """``corral vcluster down``; the number of things it could not remove."""
+    report = vcl.down(vc)
+    print(
+        f"\n# Tear down: stopped {len(report.stopped)} processes (daemons and QEMU), "
+        f"removed {len(report.namespaces)} namespaces and the node roots"
+    )
+    for line in report.leftovers:
+        print(f"!! left behind: {line}")
+    return len(report.leftovers)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import pytest
 from corral import testguest
 from corral import vcluster as vcl
 from corral.hypervisor.kvm.model import disk_serial
+from corral.vcluster.model import BIN
 from tests.system.kvmtools import (
     devices_lines,
     gnt,
@@ -183,7 +184,7 @@ def test_guest_initiated_poweroff_is_a_user_shutdown(vc: vcl.VCluster) -> None:
 
 def test_console_through_the_node_daemon(vc: vcl.VCluster) -> None:
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", vc.master.ns, str(vcl.BIN / "gnt-instance"), "console", "inst-b"],
+        ["ip", "netns", "exec", vc.master.ns, str(BIN / "gnt-instance"), "console", "inst-b"],
         env={**os.environ, **vc.master.env},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -248,7 +249,7 @@ def test_kvm_ifup_custom_sees_ganeti_environment(vc: vcl.VCluster) -> None:
     custom = n2.paths.conf_dir / "kvm-ifup-custom"
     custom.write_text(
         f'#!/bin/sh\nenv > {envfile}\necho "ARGV=$*" >> {envfile}\n'
-        f'exec {vcl.BIN}/kvm-ifup --no-custom "$@"\n'
+        f'exec {BIN}/kvm-ifup --no-custom "$@"\n'
     )
     custom.chmod(0o755)
     try:

@@ -26,8 +26,8 @@ class Hypervisor(abc.ABC):
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
 
-    @classmethod
-    def check_syntax(cls, filled: dict[str, Any]) -> None:  # noqa: B027
+    @classmethod  # noqa: B027
+    def check_syntax(cls, filled: dict[str, Any]) -> None:
         """Master-side checks across parameters (after inheritance); raise ParameterError."""
 
     def verify_params(self, hvparams: dict[str, Any]) -> None:  # noqa: B027

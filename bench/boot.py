@@ -1,0 +1,489 @@
+"""Instance start benchmark: ``gnt-instance startup`` to the guest's first report.
+
+Builds a throw-away one-node virtual cluster (:mod:`corral.vcluster`, its
+own namespaces under a fresh directory in ``/var/tmp``), enables the KVM
+hypervisor with the test guest (:func:`corral.testguest.build`: a PVH
+``vmlinux`` + initramfs that prints ``DEVICES net=… blk=… up=…`` on its
+serial console) under TCG, and adds one instance with ``--no-start``:
+128 MiB, 1 vCPU, one 16 MiB ``file`` disk, one bridged NIC on ``br0``.
+
+* ``instance_start``: ``gnt-instance startup <inst>``, run in the master
+  node's namespace as an admin would type it, until the first new
+  ``DEVICES`` line appears in the instance's console log
+  (``<root>/var/log/corral/kvm/<inst>.console.log``); seconds. The
+  instance is then shut down (``gnt-instance shutdown``, not timed).
+  Floor, in the same run and interleaved (the order alternates): the same
+  QEMU binary started directly in the same namespace with the same guest,
+  kernel command line and devices (``-nodefaults``, the same machine type,
+  TCG, 128 MiB, 1 vCPU, virtio-blk on a raw 16 MiB file with a serial,
+  virtio-net on a tap that is already a port of ``br0``, virtio-balloon as
+  Corral adds it, serial console to a file), until its first ``DEVICES``
+  line; then it is killed.
+
+Corral's breakdown rows come from the job's own timestamps (the master's
+job store), QEMU's pid file appearing, and the CLI exiting; the guest's
+``up=`` is its own uptime at the report (kernel + init; the same guest
+work on both sides).
+
+Target (issue "KVM"): ratio ≤ 1.3 (median). Context: Ganeti 3.0 measured
+1.5 s for ``gnt-instance start`` of a guest-less instance.
+
+Run as root: ``.venv/bin/python bench/boot.py [--runs N]`` (or
+``make bench``); about 1 min for 5 runs (TCG boots take ~3 s each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _util import Row, figure, machine_note, print_table
+from corral import testguest
+from corral import vcluster as vcl
+from corral.hypervisor.kvm import probe
+from corral.testguest import BootLine, DevicesLine
+from corral.vcluster import net
+from corral.vcluster.model import BIN
+
+KVM = "/usr/bin/kvm"
+INSTANCE = "boot1"
+MAC = "aa:00:00:b0:07:01"  # Corral's instance
+FLOOR_MAC = "aa:00:00:b0:07:02"  # the raw QEMU (never up at the same time)
+MEMORY_MIB = 128
+DISK_MIB = 16
+KERNEL_ARGS = "quiet"
+SERIAL_SPEED = 38400  # Corral's default serial_speed: the same console= on both sides
+POLL = 0.005  # seconds between looks at the console log / pid file
+REPORT_TIMEOUT = 120.0
+
+
+class BenchError(Exception):
+    pass
+
+
+@dataclass
+class Marks:
+    """Seconds since the run started (None: not seen)."""
+
+    pidfile: float | None = None  # QEMU wrote its pid file
+    boot: float | None = None  # the guest's init printed GUEST BOOT
+    report: float | None = None  # first DEVICES line
+    cli_exit: float | None = None  # gnt-instance startup returned (Corral only)
+    guest_uptime: float | None = None  # the guest's own up= at the report
+    report_line: DevicesLine | None = None
+    job: dict[str, float] = field(default_factory=dict)  # job phases, same clock
+
+
+class ConsoleTail:
+    """New complete lines of a growing file, from a byte offset."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self.path = path
+        self.offset = offset
+        self.partial = b""
+
+    def lines(self) -> list[bytes]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        *done, self.partial = (self.partial + data).split(b"\n")
+        return done
+
+
+def size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def watch(
+    console: Path,
+    offset: int,
+    pidfile: Path,
+    t0: float,
+    done: Callable[[], bool] = lambda: True,
+) -> Marks:
+    """Poll until the first DEVICES line (and ``done()``); times relative to ``t0``."""
+    marks = Marks()
+    tail = ConsoleTail(console, offset)
+    deadline = t0 + REPORT_TIMEOUT
+    while True:
+        now = time.perf_counter()
+        if marks.pidfile is None and pidfile.exists():
+            marks.pidfile = now - t0
+        for raw in tail.lines():
+            line = testguest.parse_line(raw)
+            if isinstance(line, BootLine) and marks.boot is None:
+                marks.boot = now - t0
+            elif isinstance(line, DevicesLine) and marks.report is None:
+                marks.report = now - t0
+                marks.report_line = line
+                marks.guest_uptime = line.uptime
+        if marks.report is not None and done():
+            return marks
+        if now > deadline:
+            text = console.read_bytes()[-1500:] if console.exists() else b""
+            raise BenchError(f"no DEVICES line in {console} within {REPORT_TIMEOUT} s: {text!r}")
+        time.sleep(POLL)
+
+
+# --- Corral ------------------------------------------------------------------------
+
+
+def gnt(vc: vcl.VCluster, *argv: str) -> str:
+    return str(vcl.run_in(vc.master, list(argv), check=True, timeout=300).stdout)
+
+
+def setup_cluster(vc: vcl.VCluster, guest: testguest.GuestImage) -> None:
+    gnt(
+        vc,
+        "gnt-cluster",
+        "modify",
+        "--enabled-hypervisors=kvm,fake",
+        "-H",
+        f"kvm:kernel_path={guest.kernel},initrd_path={guest.initrd},root_path=,"
+        f"kernel_args={KERNEL_ARGS},kvm_flag=disabled,kvm_path={KVM}",
+    )
+    gnt(
+        vc,
+        "gnt-instance",
+        "add",
+        "-t",
+        "file",
+        "--disk",
+        f"0:size={DISK_MIB}M",
+        "-B",
+        f"memory={MEMORY_MIB}M,vcpus=1",
+        "--net",
+        f"0:mac={MAC},link=br0",
+        "-n",
+        vc.master.name,
+        "--no-name-check",
+        "--no-ip-check",
+        "--no-start",
+        "-o",
+        "noop",
+        INSTANCE,
+    )
+
+
+def job_phases(node: vcl.VNode, since: float) -> dict[str, float]:
+    """Timestamps (wall clock) of the newest job received after ``since``."""
+    db = node.paths.data_dir / "queue" / "jobs.sqlite"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as c:
+        row = c.execute(
+            "SELECT j.received_ts, o.start_ts, o.exec_ts, o.end_ts, j.end_ts "
+            "FROM jobs j JOIN ops o ON o.job_id = j.id "
+            "WHERE j.received_ts >= ? ORDER BY j.id DESC LIMIT 1",
+            (since,),
+        ).fetchone()
+    if row is None:
+        return {}
+    keys = ("received", "op_start", "op_exec", "op_end", "job_end")
+    return {k: v for k, v in zip(keys, row, strict=True) if v is not None}
+
+
+def corral_run(vc: vcl.VCluster) -> Marks:
+    node = vc.master
+    console = node.paths.log_dir / "kvm" / f"{INSTANCE}.console.log"
+    pidfile = node.paths.hv_run_dir("kvm") / "pid" / INSTANCE
+    if pidfile.exists():
+        raise BenchError(f"{INSTANCE} is still running before the run ({pidfile})")
+    offset = size(console)
+    argv = [str(BIN / "gnt-instance"), "startup", INSTANCE]
+    wall0 = time.time()
+    t0 = time.perf_counter()
+    cli = net.popen_in(
+        node.ns,
+        argv,
+        env=node.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    exit_at: list[float] = []
+
+    def cli_done() -> bool:
+        if not exit_at and cli.poll() is not None:
+            exit_at.append(time.perf_counter() - t0)
+        return bool(exit_at)
+
+    try:
+        marks = watch(console, offset, pidfile, t0, cli_done)
+    finally:
+        if cli.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                cli.wait(REPORT_TIMEOUT)
+    out = cli.stdout.read().decode(errors="replace") if cli.stdout else ""
+    if cli.returncode != 0:
+        raise BenchError(f"gnt-instance startup failed ({cli.returncode}): {out}")
+    marks.cli_exit = exit_at[0] if exit_at else time.perf_counter() - t0
+    # The job's timestamps are wall clock: make them relative to the CLI launch.
+    marks.job = {k: v - wall0 for k, v in job_phases(node, wall0 - 1).items()}
+    gnt(vc, "gnt-instance", "shutdown", "--timeout=30", INSTANCE)
+    return marks
+
+
+# --- the floor: raw QEMU -----------------------------------------------------------
+
+
+@dataclass
+class Floor:
+    node: vcl.VNode
+    guest: testguest.GuestImage
+    machine: str
+    dir: Path
+    tap: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk0.raw"
+
+    @property
+    def console(self) -> Path:
+        return self.dir / "console.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "qemu.pid"
+
+    def prepare(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.disk, "wb") as f:
+            f.truncate(DISK_MIB << 20)
+        # A tap that is a port of br0 before QEMU attaches, as the admin's
+        # ifup script would leave it; it lives (and dies) with the node namespace.
+        for cmd in (
+            ["ip", "tuntap", "add", "dev", self.tap, "mode", "tap", "vnet_hdr"],
+            ["ip", "link", "set", self.tap, "master", "br0", "up"],
+        ):
+            net.run_in_ns(self.node.ns, cmd, check=True, capture_output=True)
+
+    def argv(self) -> list[str]:
+        return [
+            KVM,
+            "-machine",
+            f"{self.machine},accel=tcg",
+            "-nodefaults",
+            "-no-user-config",
+            "-m",
+            str(MEMORY_MIB),
+            "-smp",
+            "1",
+            "-display",
+            "none",
+            "-pidfile",
+            str(self.pidfile),
+            "-kernel",
+            str(self.guest.kernel),
+            "-initrd",
+            str(self.guest.initrd),
+            "-append",
+            f"{KERNEL_ARGS} console=ttyS0,{SERIAL_SPEED}",
+            "-serial",
+            f"file:{self.console}",
+            "-device",
+            "virtio-balloon-pci,id=balloon",
+            "-drive",
+            f"file={self.disk},format=raw,if=none,id=disk0",
+            "-device",
+            "virtio-blk-pci,drive=disk0,serial=floor-disk-000000000"  # 20 bytes, as Corral's,
+            "-netdev",
+            f"tap,id=nic0,ifname={self.tap},script=no,downscript=no",
+            "-device",
+            f"virtio-net-pci,netdev=nic0,mac={FLOOR_MAC}",
+        ]
+
+    def run(self) -> Marks:
+        self.pidfile.unlink(missing_ok=True)
+        self.console.unlink(missing_ok=True)  # QEMU's file: chardev truncates anyway
+        argv = self.argv()
+        t0 = time.perf_counter()
+        proc = net.popen_in(
+            self.node.ns,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.procs.append(proc)
+        try:
+            marks = watch(self.console, 0, self.pidfile, t0)
+        except BenchError:
+            if proc.poll() is not None and proc.stderr:
+                raise BenchError(
+                    f"QEMU exited ({proc.returncode}): {proc.stderr.read().decode()[-1500:]}"
+                ) from None
+            raise
+        finally:
+            self.stop(proc)
+        return marks
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Kill our QEMU by PID (it is our child: no reuse possible before we reap it)."""
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            with contextlib.suppress(Exception):
+                self.stop(proc)
+
+
+# --- main ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def signals_as_exit() -> Iterator[None]:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so every ``finally`` cleans up."""
+
+    me = os.getpid()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if os.getpid() != me:
+            # A forked helper (pyroute2 forks to enter namespaces) must just die,
+            # never run our clean-up a second time.
+            os._exit(128 + signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def check_report(who: str, m: Marks, mac: str) -> None:
+    line = m.report_line
+    if line is None or mac not in line.macs or not line.blk:
+        print(f"warning: {who}'s first report lacks its NIC or disk: {line}", file=sys.stderr)
+
+
+Pick = Callable[[Marks], float | None]
+
+
+def rel(marks: list[Marks], pick: Pick) -> list[float]:
+    vals = [pick(m) for m in marks]
+    return [v for v in vals if v is not None]
+
+
+def report(corral: list[Marks], floor: list[Marks], note: str) -> None:
+    def row(name: str, ms: list[Marks], pick: Pick, txt: str = "") -> Row:
+        vals = rel(ms, pick)
+        return Row(name, vals or [float("nan")], "s", txt)
+
+    rows = [
+        row("raw QEMU exec -> first report (floor)", floor, lambda m: m.report),
+        row("  QEMU pid file written", floor, lambda m: m.pidfile),
+        row("  guest init started (GUEST BOOT)", floor, lambda m: m.boot),
+        row("  guest's own uptime at report", floor, lambda m: m.guest_uptime),
+        row(
+            "gnt-instance startup -> first report",
+            corral,
+            lambda m: m.report,
+            "target: ratio <= 1.3; Ganeti 3.0: 1.5 s (no guest)",
+        ),
+        row("  job received (CLI start-up, submit)", corral, lambda m: m.job.get("received")),
+        row("  opcode executing (locks held)", corral, lambda m: m.job.get("op_exec")),
+        row("  QEMU pid file written", corral, lambda m: m.pidfile),
+        row("  job finished", corral, lambda m: m.job.get("job_end")),
+        row("  CLI exited", corral, lambda m: m.cli_exit),
+        row("  guest init started (GUEST BOOT)", corral, lambda m: m.boot),
+        row("  guest's own uptime at report", corral, lambda m: m.guest_uptime),
+        row(
+            "  report - pid file (QEMU's share)",
+            corral,
+            lambda m: None if m.report is None or m.pidfile is None else m.report - m.pidfile,
+        ),
+        row(
+            "  report - pid file, floor",
+            floor,
+            lambda m: None if m.report is None or m.pidfile is None else m.report - m.pidfile,
+        ),
+    ]
+    print_table(f"Instance start benchmark ({note})", rows)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print()
+    print(figure("instance_start", rows[4].median, rows[0].median))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--runs", type=int, default=5, help="measured runs of each (default 5)")
+    args = ap.parse_args()
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
+    if os.geteuid() != 0:
+        raise SystemExit("bench/boot.py needs root (network namespaces, bridges, taps)")
+    if not os.access(KVM, os.X_OK):
+        raise SystemExit(f"{KVM} is missing: install qemu-system-x86")
+
+    note = machine_note()
+    guest = testguest.build()
+    machine = asyncio.run(probe.pin_machine(KVM, "pc"))
+    work = Path(tempfile.mkdtemp(prefix="corral-bench-boot-", dir="/var/tmp"))
+    corral: list[Marks] = []
+    floor: list[Marks] = []
+    try:
+        with signals_as_exit(), vcl.virtual_cluster(1, base=work / "vc") as vc:
+            setup_cluster(vc, guest)
+            fl = Floor(vc.master, guest, machine, work / "floor", tap=f"{vc.prefix}ft")
+            try:
+                fl.prepare()
+                for i in range(args.runs + 1):  # the first round is the warm-up
+                    got: dict[str, Marks] = {}
+                    for who in ("corral", "floor") if i % 2 == 0 else ("floor", "corral"):
+                        got[who] = corral_run(vc) if who == "corral" else fl.run()
+                        check_report(who, got[who], MAC if who == "corral" else FLOOR_MAC)
+                    if i > 0:
+                        corral.append(got["corral"])
+                        floor.append(got["floor"])
+                    print(
+                        f"round {i}{' (warm-up)' if i == 0 else ''}: "
+                        f"corral={got['corral'].report:.2f}s floor={got['floor'].report:.2f}s "
+                        f"load={os.getloadavg()[0]:.2f}",
+                        file=sys.stderr,
+                    )
+            finally:
+                fl.stop_all()
+    except BenchError as err:
+        raise SystemExit(f"boot benchmark failed: {err}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(corral, floor, note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
