@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import sqlite3
@@ -87,6 +88,7 @@ class Marks:
     guest_uptime: float | None = None  # the guest's own up= at the report
     report_line: DevicesLine | None = None
     job: dict[str, float] = field(default_factory=dict)  # job phases, same clock
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds until the report
 
 
 class ConsoleTail:
@@ -116,19 +118,47 @@ def size(path: Path) -> int:
         return 0
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float | None:
+    """User + system CPU time of ``pid`` (plus its reaped children's)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # fields[0] is field 3 (state): utime/stime are 14/15, cutime/cstime 16/17.
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICK
+
+
+def pid_in(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def watch(
     console: Path,
     offset: int,
     pidfile: Path,
     t0: float,
-    done: Callable[[], bool] = lambda: True,
+    tick: Callable[[float], None] = lambda now: None,
 ) -> Marks:
-    """Poll until the first DEVICES line (and ``done()``); times relative to ``t0``."""
+    """Poll until the first DEVICES line; times relative to ``t0``.
+
+    ``tick(now)`` runs on every poll (the caller notes its own events).
+    """
     marks = Marks()
     tail = ConsoleTail(console, offset)
     deadline = t0 + REPORT_TIMEOUT
     while True:
         now = time.perf_counter()
+        tick(now)
         if marks.pidfile is None and pidfile.exists():
             marks.pidfile = now - t0
         for raw in tail.lines():
@@ -139,8 +169,11 @@ def watch(
                 marks.report = now - t0
                 marks.report_line = line
                 marks.guest_uptime = line.uptime
-        if marks.report is not None and done():
-            return marks
+                pid = pid_in(pidfile)
+                qemu_cpu = cpu_seconds(pid) if pid is not None else None
+                if qemu_cpu is not None:
+                    marks.cpu["qemu"] = qemu_cpu
+                return marks
         if now > deadline:
             text = console.read_bytes()[-1500:] if console.exists() else b""
             raise BenchError(f"no DEVICES line in {console} within {REPORT_TIMEOUT} s: {text!r}")
@@ -203,6 +236,10 @@ def job_phases(node: vcl.VNode, since: float) -> dict[str, float]:
     return {k: v for k, v in zip(keys, row, strict=True) if v is not None}
 
 
+def daemon_pids(vc: vcl.VCluster) -> dict[str, int]:
+    return {r.role: r.pid for r in vc.processes if r.role in ("masterd", "noded")}
+
+
 def corral_run(vc: vcl.VCluster) -> Marks:
     node = vc.master
     console = node.paths.log_dir / "kvm" / f"{INSTANCE}.console.log"
@@ -210,6 +247,9 @@ def corral_run(vc: vcl.VCluster) -> Marks:
     if pidfile.exists():
         raise BenchError(f"{INSTANCE} is still running before the run ({pidfile})")
     offset = size(console)
+    daemons = daemon_pids(vc)
+    cpu0 = {role: cpu_seconds(pid, children=True) for role, pid in daemons.items()}
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     argv = [str(BIN / "gnt-instance"), "startup", INSTANCE]
     wall0 = time.time()
     t0 = time.perf_counter()
@@ -222,22 +262,34 @@ def corral_run(vc: vcl.VCluster) -> Marks:
         stderr=subprocess.STDOUT,
     )
     exit_at: list[float] = []
+    cli_cpu: list[float] = []
 
-    def cli_done() -> bool:
-        if not exit_at and cli.poll() is not None:
-            exit_at.append(time.perf_counter() - t0)
-        return bool(exit_at)
+    def tick(now: float) -> None:
+        if not exit_at and cli.poll() is not None:  # poll() reaps it: rusage counts it
+            exit_at.append(now - t0)
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cli_cpu.append(ru.ru_utime + ru.ru_stime - children0.ru_utime - children0.ru_stime)
 
     try:
-        marks = watch(console, offset, pidfile, t0, cli_done)
+        marks = watch(console, offset, pidfile, t0, tick)
+        for role, pid in daemons.items():
+            before, after = cpu0[role], cpu_seconds(pid, children=True)
+            if before is not None and after is not None:
+                marks.cpu[role] = after - before  # noded's includes kvm-ifup (its child)
     finally:
         if cli.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 cli.wait(REPORT_TIMEOUT)
+    if not exit_at:
+        tick(time.perf_counter())  # the CLI outlived the report
     out = cli.stdout.read().decode(errors="replace") if cli.stdout else ""
+    if cli.stdout:
+        cli.stdout.close()
     if cli.returncode != 0:
         raise BenchError(f"gnt-instance startup failed ({cli.returncode}): {out}")
-    marks.cli_exit = exit_at[0] if exit_at else time.perf_counter() - t0
+    marks.cli_exit = exit_at[0]
+    if cli_cpu:
+        marks.cpu["cli"] = cli_cpu[0]
     # The job's timestamps are wall clock: make them relative to the CLI launch.
     marks.job = {k: v - wall0 for k, v in job_phases(node, wall0 - 1).items()}
     gnt(vc, "gnt-instance", "shutdown", "--timeout=30", INSTANCE)
@@ -308,7 +360,7 @@ class Floor:
             "-drive",
             f"file={self.disk},format=raw,if=none,id=disk0",
             "-device",
-            "virtio-blk-pci,drive=disk0,serial=floor-disk-000000000"  # 20 bytes, as Corral's,
+            "virtio-blk-pci,drive=disk0,serial=floor-disk-000000000",  # 20 bytes, as Corral's
             "-netdev",
             f"tap,id=nic0,ifname={self.tap},script=no,downscript=no",
             "-device",
@@ -431,6 +483,11 @@ def report(corral: list[Marks], floor: list[Marks], note: str) -> None:
             floor,
             lambda m: None if m.report is None or m.pidfile is None else m.report - m.pidfile,
         ),
+        row("CPU until the report: raw QEMU", floor, lambda m: m.cpu.get("qemu")),
+        row("  Corral's QEMU", corral, lambda m: m.cpu.get("qemu")),
+        row("  gnt-instance startup (CLI)", corral, lambda m: m.cpu.get("cli")),
+        row("  corral-masterd", corral, lambda m: m.cpu.get("masterd")),
+        row("  corral-noded (+ kvm-ifup)", corral, lambda m: m.cpu.get("noded")),
     ]
     print_table(f"Instance start benchmark ({note})", rows)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
@@ -453,6 +510,11 @@ def main() -> int:
     guest = testguest.build()
     machine = asyncio.run(probe.pin_machine(KVM, "pc"))
     work = Path(tempfile.mkdtemp(prefix="corral-bench-boot-", dir="/var/tmp"))
+    # Daemons and CLI processes of the cluster inherit this environment: give
+    # them a bytecode cache like an installed package has, even when the caller
+    # sets PYTHONDONTWRITEBYTECODE (else every process compiles its imports).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     corral: list[Marks] = []
     floor: list[Marks] = []
     try:

@@ -91,7 +91,11 @@ class Tour:
             self.section(s.title)
         print(f"[{node.name}]$ " + " ".join(shlex.quote(a) for a in s.argv))
         started = time.monotonic()
-        r = vcl.run_in(node, list(s.argv), timeout=s.timeout)
+        try:
+            r = vcl.run_in(node, list(s.argv), timeout=s.timeout)
+        except subprocess.TimeoutExpired:
+            self.fail(f"no answer in {s.timeout:.0f}s")
+            return False
         took = time.monotonic() - started
         print(s.show(r.stdout) if s.show else r.stdout, end="")
         print(r.stderr, end="")
@@ -109,23 +113,24 @@ class Tour:
 # --- the parts of the tour ------------------------------------------------------------
 
 
-def build_guest(tour: Tour) -> testguest.GuestImage:
-    tour.section("The test guest: a tiny Linux (Debian's cloud kernel, a busybox initramfs)")
-    tour.host(["corral", "testguest", "build"])
+def build_guest() -> testguest.GuestImage:
+    """``corral testguest build``, before any namespace exists (its failure costs nothing)."""
+    print("\n# The test guest: a tiny Linux (Debian's cloud kernel, a busybox initramfs)")
+    print("[host]$ corral testguest build")
     was_cached = testguest.cached() is not None
     started = time.monotonic()
     image = testguest.build()
     print(f"kernel  {image.kernel}\ninitrd  {image.initrd}\nversion {image.kernel_version}")
-    how = "cached" if was_cached else "downloaded with apt-get download and built"
-    tour.note(f"({how}, {time.monotonic() - started:.1f}s)")
+    how = "cached" if was_cached else "built now, cached for next time"
+    print(f"   ({how}, {time.monotonic() - started:.1f}s)")
     return image
 
 
-def bring_up(tour: Tour) -> None:
+def bring_up(tour: Tour, started: float) -> None:
+    """``corral vcluster up``: the namespaces exist (made in :func:`main`); init the cluster."""
     vc = tour.vc
     tour.section("Two nodes as network namespaces; node1 runs gnt-cluster init, node2 joins")
     tour.host(["corral", "vcluster", "up", "--nodes", "2"])
-    started = time.monotonic()
     vcl.init_cluster(vc, cluster_name="demo")
     print(f"virtual cluster {vc.prefix} up: {len(vc.nodes)} nodes, state in {vc.state_file}")
     for n in vc.nodes:
@@ -442,16 +447,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def tour_all(tour: Tour, with_failover: bool) -> None:
-    image = build_guest(tour)
-    bring_up(tour)
+def tour_all(tour: Tour, image: testguest.GuestImage, started: float, failover_too: bool) -> None:
+    bring_up(tour, started)
     client_ns = None
     if enable_kvm(tour, image) and add_guest(tour):
         client_ns = vcl.add_guest_ns(tour.vc, tour.vc.node("node1"), 1, CLIENT_IP)
         show_guest(tour, client_ns)
     fake_tour(tour)
     node_roles(tour)
-    if with_failover:
+    if failover_too:
         failover(tour, client_ns)
     if client_ns is not None:
         guest_lifecycle(tour)
@@ -474,10 +478,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = 0
     interrupted = False
     try:
+        image = build_guest()
+        started = time.monotonic()
         vc = vcl.up(2)  # removes what it made if it fails
         tour = Tour(vc)
         try:
-            tour_all(tour, args.failover)
+            tour_all(tour, image, started, args.failover)
         finally:
             failures += tour.failures
     except KeyboardInterrupt:
@@ -508,7 +514,7 @@ def _tear_down(vc: vcl.VCluster) -> int:
     """``corral vcluster down``; the number of things it could not remove."""
     report = vcl.down(vc)
     print(
-        f"\n# Tear down: stopped {len(report.stopped)} processes (daemons and QEMU), "
+        f"\n# Tear down: stopped {len(report.stopped)} processes, "
         f"removed {len(report.namespaces)} namespaces and the node roots"
     )
     for line in report.leftovers:

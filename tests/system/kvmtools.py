@@ -10,15 +10,12 @@ from pathlib import Path
 
 from corral import testguest
 from corral import vcluster as vcl
+from corral.demotools import console_log
 from corral.testguest import DevicesLine
 
 
 def gnt(vc: vcl.VCluster, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return vcl.run_in(vc.master, list(argv), check=check, timeout=300)
-
-
-def console_log(node: vcl.VNode, inst: str) -> Path:
-    return node.paths.log_dir / "kvm" / f"{inst}.console.log"
 
 
 def devices_lines(node: vcl.VNode, inst: str, offset: int = 0) -> list[DevicesLine]:
@@ -32,13 +29,6 @@ def devices_lines(node: vcl.VNode, inst: str, offset: int = 0) -> list[DevicesLi
         if isinstance(line, DevicesLine):
             out.append(line)
     return out
-
-
-def log_size(node: vcl.VNode, inst: str) -> int:
-    try:
-        return console_log(node, inst).stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def wait_devices(

@@ -15,17 +15,6 @@ import msgspec
 
 from corral.params import ParamGroup
 
-NIC_TYPES = (
-    "paravirtual",
-    "e1000",
-    "rtl8139",
-    "i82551",
-    "i82557b",
-    "i82559er",
-    "ne2k_pci",
-    "pcnet",
-)
-DISK_TYPES = ("paravirtual", "ide", "scsi-hd")
 MIGRATION_CAPS = (
     "xbzrle",
     "auto-converge",
