@@ -18,9 +18,6 @@ import termios
 import tty
 from typing import Any
 
-import aiohttp
-
-from corral import pki
 from corral.cli.common import EXIT_SUCCESS, UsageError
 from corral.client import Client
 from corral.errors import ECode, HypervisorError
@@ -52,6 +49,12 @@ def run(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _attach(url: str, info: dict[str, Any]) -> int:
+    # Imported here: aiohttp and cryptography cost ~0.2 s of start-up that
+    # every other gnt-instance subcommand should not pay.
+    import aiohttp
+
+    from corral import pki
+
     ctx = pki.client_context(Paths.from_env())
     stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
     is_tty = os.isatty(stdin_fd)
