@@ -29,6 +29,7 @@ bench: setup
 	$(PY) bench/jobs.py
 	$(PY) bench/list.py
 	$(PY) bench/rpc.py
+	$(PY) bench/boot.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -23,7 +23,9 @@ serial console) under TCG, and adds one instance with ``--no-start``:
 Corral's breakdown rows come from the job's own timestamps (the master's
 job store), QEMU's pid file appearing, and the CLI exiting; the guest's
 ``up=`` is its own uptime at the report (kernel + init; the same guest
-work on both sides).
+work on both sides). The CPU rows (``/proc/<pid>/stat``, rusage) show who
+worked until the report: QEMU, the CLI, masterd, noded with its
+``kvm-ifup`` child.
 
 Target (issue "KVM"): ratio ≤ 1.3 (median). Context: Ganeti 3.0 measured
 1.5 s for ``gnt-instance start`` of a guest-less instance.
@@ -56,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import Row, figure, machine_note, print_table
 from corral import testguest
 from corral import vcluster as vcl
+from corral.errors import CorralError
 from corral.hypervisor.kvm import probe
 from corral.testguest import BootLine, DevicesLine
 from corral.vcluster import net
@@ -445,14 +448,14 @@ def check_report(who: str, m: Marks, mac: str) -> None:
 Pick = Callable[[Marks], float | None]
 
 
-def rel(marks: list[Marks], pick: Pick) -> list[float]:
+def values(marks: list[Marks], pick: Pick) -> list[float]:
     vals = [pick(m) for m in marks]
     return [v for v in vals if v is not None]
 
 
 def report(corral: list[Marks], floor: list[Marks], note: str) -> None:
     def row(name: str, ms: list[Marks], pick: Pick, txt: str = "") -> Row:
-        vals = rel(ms, pick)
+        vals = values(ms, pick)
         return Row(name, vals or [float("nan")], "s", txt)
 
     rows = [
@@ -507,8 +510,11 @@ def main() -> int:
         raise SystemExit(f"{KVM} is missing: install qemu-system-x86")
 
     note = machine_note()
-    guest = testguest.build()
-    machine = asyncio.run(probe.pin_machine(KVM, "pc"))
+    try:
+        guest = testguest.build()
+        machine = asyncio.run(probe.pin_machine(KVM, "pc"))  # what Corral runs for "pc"
+    except CorralError as err:
+        raise SystemExit(f"boot benchmark cannot start: {err}") from None
     work = Path(tempfile.mkdtemp(prefix="corral-bench-boot-", dir="/var/tmp"))
     # Daemons and CLI processes of the cluster inherit this environment: give
     # them a bytecode cache like an installed package has, even when the caller
@@ -539,8 +545,11 @@ def main() -> int:
                     )
             finally:
                 fl.stop_all()
-    except BenchError as err:
+    except (BenchError, CorralError) as err:
         raise SystemExit(f"boot benchmark failed: {err}") from None
+    except KeyboardInterrupt:
+        print("\nboot benchmark interrupted; cluster and QEMUs removed", file=sys.stderr)
+        return 130
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(corral, floor, note)
