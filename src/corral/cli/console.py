@@ -4,7 +4,8 @@ Layer: CLI. Runs on the master (it has the cluster certificate): asks the
 master where the console is, then opens a WebSocket to the primary node's
 daemon over mutual TLS and copies bytes between it and the terminal (raw
 mode on a TTY; ``Ctrl-]`` detaches, as with telnet). Without a TTY it is a
-plain pipe, which scripts and tests use.
+plain pipe, which scripts and tests use: it ends half a second after the
+end of its input.
 """
 
 from __future__ import annotations
@@ -101,8 +102,10 @@ async def _attach(url: str, info: dict[str, Any]) -> int:
                         await ws.send_bytes(data)
                     break
                 await ws.send_bytes(data)
-            if is_tty:
-                await ws.close()
+            if not is_tty:
+                # End of input on a pipe: like socat, let the last output arrive.
+                await asyncio.sleep(0.5)
+            await ws.close()
 
         up = asyncio.create_task(upstream())
         try:

@@ -117,7 +117,9 @@ class LUClusterSetParams(LogicalUnit[OpClusterSetParams]):
                 g = hypervisor.params_for(hv)
                 changes = g.check_overrides(values, f"hvparams/{hv}")
                 new.hvparams[hv] = params.apply_overrides(new.hvparams.get(hv, {}), changes)
-                g.fill(new.hvparams[hv])
+                # Cross-field checks too (initrd_path needs kernel_path, …), as at
+                # instance creation: otherwise every later start would fail.
+                hypervisor.hv_class(hv).check_syntax(g.fill_dict(new.hvparams[hv]))
         if op.beparams:
             changes = params.BE.check_overrides(op.beparams, "beparams")
             new.beparams["default"] = params.apply_overrides(

@@ -239,14 +239,18 @@ class KvmHypervisor(Hypervisor):
         async with self._lock(inst.name):
             if launch.pid_of(self.files, inst.name) is None:
                 raise HypervisorError(f"instance {inst.name} is not running", ECode.STATE)
-            if hard:
+            rt = self._load_runtime(inst.name)
+            no_reboot = rt is not None and hv_params(rt.hvparams).reboot_behavior == "exit"
+            if hard and not no_reboot:
                 # A hardware reset: same QEMU, same devices; the guest reboots at once.
                 await (await self._monitor(inst.name)).execute("system_reset")
                 return
-            rt = self._load_runtime(inst.name)
+            # reboot_behavior=exit runs QEMU with -no-reboot, which turns every reset into
+            # a shutdown (the admin's, and the firmware's own reset right after it), so a
+            # hard reboot there is a forced stop and a new QEMU from the runtime file.
             if rt is None:
                 raise HypervisorError(f"instance {inst.name} has no runtime file", ECode.STATE)
-            await self._stop_locked(inst.name, force=False, timeout=timeout)
+            await self._stop_locked(inst.name, force=hard, timeout=timeout)
             await self._launch(rt, inst.tags)
 
     # --- state ------------------------------------------------------------
