@@ -17,6 +17,7 @@ import pytest
 
 from corral import testguest
 from corral import vcluster as vcl
+from corral.demotools import log_size
 from corral.hypervisor.kvm.model import disk_serial
 from corral.vcluster.model import BIN
 from tests.system.kvmtools import (
@@ -25,7 +26,6 @@ from tests.system.kvmtools import (
     hmp,
     instance_files,
     ip,
-    log_size,
     ping,
     qemu_pids,
     routes,
