@@ -257,8 +257,11 @@ def test_serial_console(kc: TempCluster, vnc_inst: str) -> None:
     try:
         kh.wait_serial_client(kc, vnc_inst)
         kc.run("gnt-instance", "reboot", "--type=hard", vnc_inst, check=True)
-        m, seen = kh.read_until(con.stdout, re.compile(r"^DEVICES .*$", re.M), timeout=90)
+        m, seen = kh.read_until(
+            con.stdout, re.compile(r"^DEVICES .* up=[0-9.]+\r?\n", re.M), timeout=90
+        )
         assert m is not None, f"no DEVICES line on the console; got {seen!r}"
+        # a whole line (the regex needs its end): a chunk may end mid-line
         assert kh.devices_lines(m.group(0)) != []
     finally:
         con.terminate()
