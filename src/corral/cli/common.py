@@ -295,6 +295,31 @@ def submit_or_wait(
     return results[-1] if results else None
 
 
+def submit_each(
+    client: Client,
+    args: argparse.Namespace,
+    names: list[str],
+    build: Callable[[str], dict[str, Any]],
+) -> int:
+    """One job per instance (they run in parallel); report each, go on with the others."""
+    if len(names) == 1:
+        submit_or_wait(client, [build(names[0])], args)
+        return EXIT_SUCCESS
+    ids = [client.submit_job([build(n)]) for n in names]
+    if args.submit:
+        for i in ids:
+            print(f"JobID: {i}")
+        return EXIT_SUCCESS
+    failed = 0
+    for name, job_id in zip(names, ids, strict=True):
+        try:
+            client.wait_for_job(job_id, print_log_entry)
+        except Exception as err:  # report each instance, go on with the others
+            print(f"{name}: failed: {err}")
+            failed += 1
+    return EXIT_FAILURE if failed else EXIT_SUCCESS
+
+
 def confirm(question: str, force: bool) -> bool:
     """Ask on the terminal unless ``force``; without a terminal, refuse."""
     if force:

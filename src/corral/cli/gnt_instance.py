@@ -27,9 +27,9 @@ from corral.cli.common import (
     parse_hv_option,
     parse_keyval,
     parse_size_text,
-    print_log_entry,
     seconds,
     setup_list_fields,
+    submit_each,
     submit_or_wait,
 )
 from corral.cli.tags import tag_commands
@@ -184,25 +184,6 @@ def _targets(client: Client, args: argparse.Namespace, action: str) -> list[str]
     return names
 
 
-def _many(client: Client, args: argparse.Namespace, names: list[str], build: Any) -> int:
-    if len(names) == 1:
-        submit_or_wait(client, [build(names[0])], args)
-        return EXIT_SUCCESS
-    ids = [client.submit_job([build(n)]) for n in names]
-    if args.submit:
-        for i in ids:
-            print(f"JobID: {i}")
-        return EXIT_SUCCESS
-    failed = 0
-    for name, job_id in zip(names, ids, strict=True):
-        try:
-            client.wait_for_job(job_id, print_log_entry)
-        except Exception as err:  # report each instance, go on with the others
-            print(f"{name}: failed: {err}")
-            failed += 1
-    return 1 if failed else EXIT_SUCCESS
-
-
 def _setup_startup(p: argparse.ArgumentParser) -> None:
     _setup_multi(p)
     p.add_argument(
@@ -225,7 +206,7 @@ def cmd_startup(client: Client, args: argparse.Namespace) -> int:
     names = _targets(client, args, "startup")
     hv = parse_keyval(args.hvparams, "hvparams") if args.hvparams else {}
     be = parse_keyval(args.beparams, "beparams") if args.beparams else {}
-    return _many(
+    return submit_each(
         client,
         args,
         names,
@@ -255,7 +236,7 @@ def _setup_shutdown(p: argparse.ArgumentParser) -> None:
 
 def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
     names = _targets(client, args, "shutdown")
-    return _many(
+    return submit_each(
         client,
         args,
         names,
@@ -280,7 +261,7 @@ def _setup_reboot(p: argparse.ArgumentParser) -> None:
 
 def cmd_reboot(client: Client, args: argparse.Namespace) -> int:
     names = _targets(client, args, "reboot")
-    return _many(
+    return submit_each(
         client,
         args,
         names,

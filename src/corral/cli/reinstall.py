@@ -13,14 +13,12 @@ from typing import Any
 
 from corral.cli.common import (
     EXIT_FAILURE,
-    EXIT_SUCCESS,
     UsageError,
     add_submit_options,
     confirm,
     op_common,
     parse_keyval,
-    print_log_entry,
-    submit_or_wait,
+    submit_each,
 )
 from corral.client import Client
 from corral.errors import ECode
@@ -88,19 +86,4 @@ def run(client: Client, args: argparse.Namespace) -> int:
             out["osparams"] = osparams
         return out
 
-    if len(names) == 1:
-        submit_or_wait(client, [op(names[0])], args)
-        return EXIT_SUCCESS
-    ids = [client.submit_job([op(n)]) for n in names]
-    if args.submit:
-        for i in ids:
-            print(f"JobID: {i}")
-        return EXIT_SUCCESS
-    failed = 0
-    for name, job_id in zip(names, ids, strict=True):
-        try:
-            client.wait_for_job(job_id, print_log_entry)
-        except Exception as err:  # report each instance, go on with the others
-            print(f"{name}: failed: {err}")
-            failed += 1
-    return EXIT_FAILURE if failed else EXIT_SUCCESS
+    return submit_each(client, args, names, op)
