@@ -8,9 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from corral import testguest
 from corral import vcluster as vcl
-from corral.demotools import console_log
+from corral.demotools import console_log, reports
 from corral.testguest import DevicesLine
 
 
@@ -19,16 +18,7 @@ def gnt(vc: vcl.VCluster, *argv: str, check: bool = True) -> subprocess.Complete
 
 
 def devices_lines(node: vcl.VNode, inst: str, offset: int = 0) -> list[DevicesLine]:
-    try:
-        data = console_log(node, inst).read_bytes()[offset:]
-    except FileNotFoundError:
-        return []
-    out = []
-    for raw in data.decode(errors="replace").splitlines():
-        line = testguest.parse_line(raw)
-        if isinstance(line, DevicesLine):
-            out.append(line)
-    return out
+    return [r.line for r in reports(node, inst, offset) if isinstance(r.line, DevicesLine)]
 
 
 def wait_devices(
