@@ -57,15 +57,7 @@ def vc(
     tmp_path_factory: pytest.TempPathFactory, guest: testguest.GuestImage
 ) -> Iterator[vcl.VCluster]:
     with vcl.virtual_cluster(2, base=tmp_path_factory.mktemp("kvm") / "vc") as c:
-        gnt(
-            c,
-            "gnt-cluster",
-            "modify",
-            "--enabled-hypervisors=kvm,fake",
-            "-H",
-            f"kvm:kernel_path={guest.kernel},initrd_path={guest.initrd},root_path=,"
-            "kernel_args=quiet,kvm_flag=disabled",
-        )
+        gnt(c, *guest.enable_kvm_argv())
         yield c
 
 
@@ -241,6 +233,38 @@ def test_routed_nic_answers_ping_through_the_node(vc: vcl.VCluster) -> None:
     assert "203.0.113.60" not in routes(n2.ns, "100")
     assert not any(r.startswith("tap") for r in rules(n2.ns))
     assert instance_files(n2, "inst-r") == []
+
+
+def test_a_failing_kvm_ifup_undoes_the_nics_already_wired(vc: vcl.VCluster) -> None:
+    n2 = vc.nodes[1]
+    taps_before, qemus_before = taps(n2.ns), qemu_pids(n2)  # inst-b runs there
+    custom = n2.paths.conf_dir / "kvm-ifup-custom"
+    # NIC 0 (routed) is wired for real; NIC 1's kvm-ifup fails.
+    custom.write_text(
+        '#!/bin/sh\n[ "$INTERFACE_INDEX" = 1 ] && { echo "no uplink for $INTERFACE"; exit 1; }\n'
+        f'exec {BIN}/kvm-ifup --no-custom "$@"\n'
+    )
+    custom.chmod(0o755)
+    try:
+        res = add(
+            vc,
+            "inst-half",
+            n2.name,
+            "--net",
+            "0:mode=routed,link=100,ip=203.0.113.61",
+            "--net",
+            "1:link=br0",
+        )
+    finally:
+        custom.unlink()
+    assert res.returncode != 0
+    assert "Failed to configure interface" in res.stderr and "no uplink" in res.stderr
+    assert "203.0.113.61" not in routes(n2.ns, "100"), "NIC 0's route was left behind"
+    assert not any(r.startswith("tap") for r in rules(n2.ns))
+    assert taps(n2.ns) == taps_before and qemu_pids(n2) == qemus_before
+    assert instance_files(n2, "inst-half") == []
+    out = gnt(vc, "gnt-instance", "list", "--no-headers", "-o", "name").stdout.split()
+    assert "inst-half" not in out
 
 
 def test_kvm_ifup_custom_sees_ganeti_environment(vc: vcl.VCluster) -> None:

@@ -180,10 +180,3 @@ def machine_from_runtime(rt: KvmRuntime, ctl: ControlPaths) -> Machine:
         ),
         extra=tuple(hv.kvm_extra.split()),
     )
-
-
-def pci_slots_in_use(rt: KvmRuntime, hv: KvmHvParams) -> set[int]:
-    infos = [n.hvinfo for n in rt.nics if n.hvinfo] + [
-        d.disk.hvinfo for d in rt.disks if d.disk.hvinfo
-    ]
-    return used_pci_slots(hv.kvm_pci_reservations, infos)

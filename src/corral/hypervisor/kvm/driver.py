@@ -183,9 +183,10 @@ class KvmHypervisor(Hypervisor):
             os.makedirs(ctl.chroot, exist_ok=True)
         opened = launch.Opened()
         try:
+            # Saved first: if anything below fails, _terminate undoes it from this file.
+            runtime.save(self.files.runtime(name), rt)
             disk_fds = launch.open_disks(rt, opened)
             nic_fds = await launch.open_nics(self.files, rt, m, tags, opened)
-            runtime.save(self.files.runtime(name), rt)
             argv = cmdline.exec_argv(m, nic_fds, disk_fds, paused=paused, incoming=incoming)
             await launch.exec_qemu(argv, opened.fds)
             opened.close_fds()  # QEMU holds its own copies now

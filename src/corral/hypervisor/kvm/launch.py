@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -25,7 +24,7 @@ from corral.hypervisor.kvm import cmdline, runtime
 from corral.hypervisor.kvm.files import KvmFiles
 from corral.hypervisor.kvm.model import Machine
 from corral.network import nicenv, nicfiles, runner
-from corral.network.tap import Tap, open_tap
+from corral.network.tap import open_tap
 from corral.params import NicParams
 from corral.rpc.types import NicSpec
 
@@ -49,11 +48,14 @@ def nic_spec(nic: runtime.RuntimeNic, index: int) -> NicSpec:
 
 @dataclass
 class Opened:
-    """Descriptors and network state created for one launch (undone on failure)."""
+    """Descriptors opened for one launch; closed on failure (the taps vanish with them).
+
+    Network setup needs no list of its own: the runtime file and each tap's
+    file are written before ``kvm-ifup`` runs, so :func:`deconfigure` finds
+    every NIC that may have been (even partly) configured.
+    """
 
     fds: list[int] = field(default_factory=list)
-    taps: list[Tap] = field(default_factory=list)
-    configured: list[tuple[dict[str, str], str]] = field(default_factory=list)  # (env, tap)
 
     def close_fds(self) -> None:
         for fd in self.fds:
@@ -83,13 +85,10 @@ async def open_nics(
     m: Machine,
     tags: list[str],
     opened: Opened,
-    *,
-    configure_routed: bool = True,
 ) -> list[cmdline.NicFds]:
     out: list[cmdline.NicFds] = []
     for i, nic in enumerate(rt.nics):
         tap = open_tap(vnet_hdr=m.hv.vnet_hdr)
-        opened.taps.append(tap)
         opened.fds.append(tap.fd)
         vhost_fd = None
         if m.hv.vhost_net and m.nics[i].hvinfo.driver == "virtio-net-pci":
@@ -101,12 +100,10 @@ async def open_nics(
                     ECode.ENVIRON,
                 ) from None
             opened.fds.append(vhost_fd)
-        spec = nic_spec(nic, i)
-        env = nicenv.ifup_env(m.name, tags, spec, tap.name)
-        if configure_routed or spec.nicparams.mode != "routed":
-            await runner.run_ifup(None, env, tap.name)
-            opened.configured.append((env, tap.name))
+        # Recorded before kvm-ifup: a half-done ifup is undone by kvm-ifdown too.
         nicfiles.write_tap(files.nic_dir, m.name, nic.uuid, i, tap.name)
+        env = nicenv.ifup_env(m.name, tags, nic_spec(nic, i), tap.name)
+        await runner.run_ifup(None, env, tap.name)
         out.append(cmdline.NicFds(fd=tap.fd, vnet_hdr=tap.vnet_hdr, vhost_fd=vhost_fd))
     return out
 
@@ -197,16 +194,3 @@ async def deconfigure(
             continue
         env = nicenv.ifup_env(name, [], nic_spec(nic, i), tap)
         await runner.run_ifdown(None, env, tap, context)
-
-
-@contextlib.contextmanager
-def cleanup_on_error(files: KvmFiles, name: str, opened: Opened) -> Iterator[None]:
-    try:
-        yield
-    except BaseException:
-        opened.close_fds()
-        raise
-
-
-def files_cleanup(files: KvmFiles, name: str, keep_marker: bool = False) -> None:
-    files.remove_all(name, keep_marker=keep_marker)
