@@ -59,7 +59,7 @@ class LUInstanceConsole(LogicalUnit[OpInstanceConsole]):
             "port": self.cfg.cluster.noded_port,
             "hypervisor": inst.hypervisor,
         }
-        if hv.get("serial_console", inst.hypervisor == "fake") and inst.hypervisor != "fake":
+        if hv.get("serial_console"):  # only hypervisors with that parameter have one
             out["kind"] = "serial"
             out["path"] = f"/console/{inst.name}"
             return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pwd
-from typing import Any
 
 from corral.errors import ECode, HypervisorError, ParameterError
 from corral.hypervisor.kvm.params import KvmHvParams
@@ -92,14 +91,3 @@ def check_node(hv: KvmHvParams, spec: InstanceSpec | None = None) -> None:
             raise HypervisorError(
                 f"NIC {nic.index}: mode {p.mode} is not supported by this node yet", ECode.ENVIRON
             )
-    for d in spec.disks:
-        if not d.path or not os.path.exists(d.path):
-            raise HypervisorError(
-                f"disk {d.index} of {spec.name} is missing: {d.path}", ECode.ENVIRON
-            )
-
-
-def check_params_dict(raw: dict[str, Any]) -> None:
-    from corral.hypervisor.kvm.describe import hv_params
-
-    check_node(hv_params(raw))
