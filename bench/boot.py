@@ -193,12 +193,7 @@ def gnt(vc: vcl.VCluster, *argv: str) -> str:
 def setup_cluster(vc: vcl.VCluster, guest: testguest.GuestImage) -> None:
     gnt(
         vc,
-        "gnt-cluster",
-        "modify",
-        "--enabled-hypervisors=kvm,fake",
-        "-H",
-        f"kvm:kernel_path={guest.kernel},initrd_path={guest.initrd},root_path=,"
-        f"kernel_args={KERNEL_ARGS},kvm_flag=disabled,kvm_path={KVM}",
+        *guest.enable_kvm_argv(KERNEL_ARGS, kvm_path=KVM),
     )
     gnt(
         vc,

@@ -159,16 +159,7 @@ def enable_kvm(tour: Tour, image: testguest.GuestImage) -> bool:
         "kvm_flag=disabled runs QEMU under TCG: /dev/kvm on this machine is a software "
         "layer that cannot boot Linux (see TESTGUEST.md); real hosts keep KVM"
     )
-    return tour.run(
-        step(
-            "gnt-cluster",
-            "modify",
-            "--enabled-hypervisors=kvm,fake",
-            "-H",
-            f"kvm:kernel_path={image.kernel},initrd_path={image.initrd},root_path=,"
-            "kernel_args=quiet,kvm_flag=disabled",
-        )
-    )
+    return tour.run(step(*image.enable_kvm_argv()))
 
 
 def add_guest(tour: Tour) -> bool:

@@ -23,7 +23,7 @@ from typing import IO
 from corral import testguest
 from corral.testguest import DevicesLine
 from corral.testing.cluster import TempCluster
-from tests.system.kvmtools import hmp
+from tests.system.kvmtools import hmp, qemu_pids_under
 
 RUN_SUBDIRS = ("pid", "ctrl", "conf", "nic", "chroot")
 
@@ -33,15 +33,7 @@ RUN_SUBDIRS = ("pid", "ctrl", "conf", "nic", "chroot")
 
 def configure_kvm(c: TempCluster, guest: testguest.GuestImage) -> None:
     """Enable KVM (and fake) with the test guest as the cluster-wide kernel, under TCG."""
-    c.run(
-        "gnt-cluster",
-        "modify",
-        "--enabled-hypervisors=kvm,fake",
-        "-H",
-        f"kvm:kernel_path={guest.kernel},initrd_path={guest.initrd},root_path=,"
-        "kernel_args=quiet,kvm_flag=disabled",
-        check=True,
-    )
+    c.run(*guest.enable_kvm_argv(), check=True)
 
 
 def statuses(c: TempCluster) -> dict[str, str]:
@@ -111,26 +103,7 @@ def tree(root: Path) -> set[str]:
 
 
 def qemu_pids(c: TempCluster, name: str | None = None) -> set[int]:
-    """Live QEMU processes whose argv mentions this cluster's root (zombies have no argv),
-    only those of instance ``name`` (``-name <name>``) if given."""
-    root = str(c.root).encode()
-    want = None if name is None else [b"-name", name.encode()]
-    pids: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if not argv[0].endswith((b"kvm", b"qemu-system-x86_64")):
-            continue
-        if want is not None and not any(argv[i : i + 2] == want for i in range(len(argv))):
-            continue
-        if any(root in a for a in argv):
-            pids.add(int(entry))
-    return pids
+    return qemu_pids_under(str(c.root), name)
 
 
 def host_links(kinds: tuple[str, ...] = ("tun", "bridge")) -> set[str]:

@@ -121,9 +121,11 @@ def rules(ns: str) -> list[str]:
     ]
 
 
-def qemu_pids(node: vcl.VNode) -> list[int]:
-    """QEMU processes whose argv points into this node's root."""
-    pids = []
+def qemu_pids_under(root: str, name: str | None = None) -> set[int]:
+    """Live QEMU processes whose argv mentions ``root`` (zombies have no argv),
+    only those of instance ``name`` (``-name <name>``) if given."""
+    want = None if name is None else [b"-name", name.encode()]
+    pids: set[int] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -132,13 +134,18 @@ def qemu_pids(node: vcl.VNode) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if (
-            argv
-            and argv[0].endswith((b"kvm", b"qemu-system-x86_64"))
-            and any(node.root.encode() in a for a in argv)
-        ):
-            pids.append(int(entry))
+        if not argv[0].endswith((b"kvm", b"qemu-system-x86_64")):
+            continue
+        if want is not None and not any(argv[i : i + 2] == want for i in range(len(argv))):
+            continue
+        if any(root.encode() in a for a in argv):
+            pids.add(int(entry))
     return pids
+
+
+def qemu_pids(node: vcl.VNode) -> list[int]:
+    """QEMU processes whose argv points into this node's root."""
+    return sorted(qemu_pids_under(node.root))
 
 
 def instance_files(node: vcl.VNode, inst: str) -> list[str]:

@@ -30,6 +30,23 @@ class GuestImage:
     initrd: Path
     kernel_version: str
 
+    def enable_kvm_argv(self, kernel_args: str = "quiet", **hv: str) -> list[str]:
+        """``gnt-cluster modify`` that boots this guest on KVM instances, under TCG.
+
+        TCG (``kvm_flag=disabled``): ``/dev/kvm`` on the development machines
+        cannot boot Linux (TESTGUEST.md). ``hv`` adds more KVM parameters.
+        """
+        params = {
+            "kernel_path": str(self.kernel),
+            "initrd_path": str(self.initrd),
+            "root_path": "",
+            "kernel_args": kernel_args,
+            "kvm_flag": "disabled",
+            **hv,
+        }
+        joined = ",".join(f"{k}={v}" for k, v in params.items())
+        return ["gnt-cluster", "modify", "--enabled-hypervisors=kvm,fake", "-H", f"kvm:{joined}"]
+
 
 @dataclass(frozen=True)
 class Module:
