@@ -161,6 +161,12 @@ class HypervisorError(CorralError):
     default_code = ECode.ENVIRON
 
 
+class HotplugError(HypervisorError):
+    """A device cannot be plugged/unplugged live (qemu.qmp-style: says which and why)."""
+
+    default_code = ECode.STATE
+
+
 class DaemonError(CorralError):
     default_code = ECode.ENVIRON
 

@@ -4,56 +4,86 @@ Layer: wire (imports ``errors``). Each message is one JSON document
 terminated by ``\\x03``. Requests are ``{"method", "args", "version"}``;
 replies ``{"success", "result"}`` — on failure ``result`` is an encoded
 :class:`~corral.errors.CorralError`.
+
+The client's half (:func:`encode_request`, :func:`decode_reply`) uses the
+standard library's ``json``: every ``gnt-*`` command starts with it, and
+importing msgspec would cost more than a whole small command's round trip
+(json decodes a 1 MB query reply about as fast). The master's half lives
+in :mod:`corral.luxi_server` and is imported on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from corral.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from corral.luxi_server import Request
 
 ETX = b"\x03"
 LUXI_VERSION = 3000000
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
-class Request(msgspec.Struct, forbid_unknown_fields=False):
-    method: str
-    args: list[Any] = []
-    version: int | None = None
-
-
-class Reply(msgspec.Struct):
+@dataclass(frozen=True, slots=True)
+class Reply:
     success: bool
     result: Any = None
 
 
-_req_decoder = msgspec.json.Decoder(Request)
-_reply_decoder = msgspec.json.Decoder(Reply)
-_encoder = msgspec.json.Encoder()
+def _to_builtins(obj: Any) -> Any:
+    # Only for what json cannot encode itself (a Struct, a set, a dataclass…):
+    # msgspec's own conversion, so such arguments encode as they always did.
+    import msgspec
+
+    return msgspec.to_builtins(obj)
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN/Infinity are not JSON (and the master's decoder refuses them too).
+    raise ValueError(f"invalid JSON constant {name}")
+
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_to_builtins)
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def encode_request(method: str, args: list[Any]) -> bytes:
-    return _encoder.encode(Request(method=method, args=args, version=LUXI_VERSION)) + ETX
-
-
-def decode_request(data: bytes) -> Request:
-    try:
-        return _req_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as err:
-        raise ProtocolError(f"malformed LUXI request: {err}") from None
-    except RecursionError:
-        raise ProtocolError("malformed LUXI request: nested too deeply") from None
-
-
-def encode_reply(success: bool, result: Any) -> bytes:
-    return _encoder.encode(Reply(success=success, result=result)) + ETX
+    doc = {"method": method, "args": args, "version": LUXI_VERSION}
+    return _encoder.encode(doc).encode() + ETX
 
 
 def decode_reply(data: bytes) -> Reply:
     try:
-        return _reply_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        doc = _decoder.decode(data.decode())
+    except ValueError as err:  # also UnicodeDecodeError
         raise ProtocolError(f"malformed LUXI reply: {err}") from None
+    except RecursionError:
+        raise ProtocolError("malformed LUXI reply: nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"malformed LUXI reply: expected an object, got {_kind(doc)}")
+    if "success" not in doc:
+        raise ProtocolError("malformed LUXI reply: missing field 'success'")
+    success = doc["success"]
+    if not isinstance(success, bool):
+        raise ProtocolError(f"malformed LUXI reply: 'success' must be a bool, got {_kind(success)}")
+    return Reply(success=success, result=doc.get("result"))
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def decode_request(data: bytes) -> Request:
+    from corral import luxi_server
+
+    return luxi_server.decode_request(data)
+
+
+def encode_reply(success: bool, result: Any) -> bytes:
+    from corral import luxi_server
+
+    return luxi_server.encode_reply(success, result) + ETX

@@ -280,6 +280,47 @@ class OpInstanceConsole(OpCode, frozen=True, kw_only=True):
     instance_name: Name
 
 
+DeviceAction = Literal["add", "remove", "modify"]
+DeviceIdent = int | Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+DeviceMod = tuple[DeviceAction, DeviceIdent, ParamDict]
+"""One NIC/disk change, Ganeti's ``(action, identifier, params)``: the identifier is
+an index (``-1``: the last one; for ``add``, where to insert), a name or a UUID."""
+
+
+class OpInstanceSetParams(OpCode, frozen=True, kw_only=True):
+    """Change an instance; NIC and disk changes go live on a running KVM instance.
+
+    ``hotplug``: ``None`` follows the cluster's ``hotplug_by_default`` (hotplug
+    when possible, else warn and apply at the next start); ``True`` fails the
+    operation when the change cannot be made live; ``False`` never hotplugs.
+    ``hotplug_if_possible`` is Ganeti's spelling of the default.
+    """
+
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    nics: list[DeviceMod] = []
+    disks: list[DeviceMod] = []
+    beparams: ParamDict = {}
+    hvparams: ParamDict = {}
+    osparams: ParamDict = {}
+    hotplug: bool | None = None
+    hotplug_if_possible: bool = False
+    force: bool = False
+    wait_for_sync: bool = True
+
+
+class OpInstanceGrowDisk(OpCode, frozen=True, kw_only=True):
+    """Grow one disk by ``amount`` MiB (or to ``amount`` with ``absolute``); live if running."""
+
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    disk: Annotated[int, msgspec.Meta(ge=0, le=15)]
+    amount: SizeMiB
+    absolute: bool = False
+    wait_for_sync: bool = True
+    ignore_ipolicy: bool = False
+
+
 class OpInstanceQueryData(OpCode, frozen=True, kw_only=True):
     instances: list[str] = []
     static: bool = False
@@ -330,6 +371,8 @@ AnyOpCode = (
     | OpInstanceQueryData
     | OpInstanceConsole
     | OpInstanceReinstall
+    | OpInstanceSetParams
+    | OpInstanceGrowDisk
     | OpOsDiagnose
 )
 

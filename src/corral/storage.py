@@ -93,3 +93,37 @@ def _remove_sync(disk: DiskSpec) -> None:
 
 async def remove(disk: DiskSpec) -> None:
     await asyncio.to_thread(_remove_sync, disk)
+
+
+def _grow_sync(disk: DiskSpec, new_size: int) -> int:
+    if disk.dev_type not in FILE_TEMPLATES or not disk.path:
+        raise HypervisorError(f"cannot grow disks of type {disk.dev_type!r}", ECode.INVAL)
+    try:
+        current = os.stat(disk.path).st_size
+    except FileNotFoundError:
+        raise HypervisorError(f"disk image {disk.path} is missing", ECode.NOENT) from None
+    wanted = new_size << 20
+    if wanted < current:
+        # Never shrink: the guest's filesystem may use the end of the disk.
+        raise HypervisorError(
+            f"disk image {disk.path} is {current >> 20} MiB, larger than {new_size} MiB; "
+            "disks are never shrunk",
+            ECode.INVAL,
+        )
+    if wanted == current:
+        return new_size
+    if fs_usage(os.path.dirname(disk.path)).free < (wanted - current) >> 20:
+        raise HypervisorError(
+            f"not enough space to grow {disk.path} by {(wanted - current) >> 20} MiB", ECode.NORES
+        )
+    with open(disk.path, "r+b") as f:
+        if disk.params.get("preallocate"):
+            os.posix_fallocate(f.fileno(), current, wanted - current)
+        os.ftruncate(f.fileno(), wanted)
+        os.fsync(f.fileno())
+    return new_size
+
+
+async def grow(disk: DiskSpec, new_size: int) -> int:
+    """Grow a file disk to ``new_size`` MiB (never shrinks); returns the new size."""
+    return await asyncio.to_thread(_grow_sync, disk, new_size)

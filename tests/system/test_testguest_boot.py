@@ -2,8 +2,8 @@
 
 Needs root (network namespace, taps) and QEMU. Each test boots one guest:
 1 vCPU, 128 MiB, TCG, one virtio NIC on a tap inside a namespace the test
-creates, one virtio disk with a serial. Addresses are from 203.0.113.0/24
-and 198.51.100.0/24 only.
+creates, one virtio disk (raw, from qemu-img) with a serial. Addresses are
+from 203.0.113.0/24 and 198.51.100.0/24 only.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from corral.testguest import AddrLine, ConsoleLine, DevicesLine, GuestImage, Pow
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and taps"),
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU not installed"),
+    pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed"),
     pytest.mark.slow,
     pytest.mark.timeout(300),
 ]
@@ -40,6 +41,7 @@ MAC1 = "52:54:00:c0:ff:02"
 GUEST_IP0, HOST_IP0 = "203.0.113.10", "203.0.113.1"
 GUEST_IP1, HOST_IP1 = "198.51.100.10", "198.51.100.1"
 BOOT_TIMEOUT = 90.0  # TCG on a shared 2-core machine; a healthy boot takes ~3 s
+DISK_BYTES = 8 << 20
 
 L = TypeVar("L", bound=ConsoleLine)
 
@@ -129,6 +131,7 @@ class Guest:
     console: Console
     qmp_path: Path
     started: float
+    disk: Path  # raw image of DISK_BYTES behind drive "d0", serial "cxdisk0"
 
 
 @pytest.fixture
@@ -137,7 +140,11 @@ def boot(image: GuestImage, net: Net, tmp_path: Path) -> Iterator[Callable[[str]
     procs: list[subprocess.Popen[bytes]] = []
     sockdir = Path(tempfile.mkdtemp(prefix="cxtg-"))  # short: unix socket paths are limited
     disk = tmp_path / "disk.raw"
-    disk.write_bytes(b"\0" * (1 << 20))
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "raw", str(disk), str(DISK_BYTES)],
+        check=True,
+        capture_output=True,
+    )
 
     def start(append: str) -> Guest:
         qmp_path = sockdir / f"qmp{len(procs)}.sock"
@@ -156,7 +163,7 @@ def boot(image: GuestImage, net: Net, tmp_path: Path) -> Iterator[Callable[[str]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         procs.append(proc)
         assert proc.stdout is not None
-        return Guest(proc, Console(proc.stdout), qmp_path, started)
+        return Guest(proc, Console(proc.stdout), qmp_path, started, disk)
 
     try:
         yield start
@@ -253,6 +260,26 @@ def test_hotplugged_nic_is_reported_addressed_and_unplugged(
     asyncio.run(_qmp(guest.qmp_path, ("device_del", {"id": "nic1"})))
     _t, unplugged = guest.console.wait_for(DevicesLine, lambda d: MAC1 not in d.macs, timeout=60)
     assert unplugged.macs == {MAC0}
+
+
+def _disks(line: DevicesLine) -> list[tuple[str, str, int | None]]:
+    return [(b.name, b.serial, b.size_bytes) for b in line.blk]
+
+
+def test_online_disk_grow_is_reported(boot: Callable[[str], Guest]) -> None:
+    guest = boot("console=ttyS0 quiet")
+    _t, first = guest.console.wait_for(DevicesLine, timeout=BOOT_TIMEOUT)
+    assert _disks(first) == [("vda", "cxdisk0", DISK_BYTES)]
+
+    grown = 3 * DISK_BYTES
+    resize_start = time.monotonic()
+    asyncio.run(_qmp(guest.qmp_path, ("block_resize", {"device": "d0", "size": grown})))
+    assert guest.disk.stat().st_size == grown
+    t, after = guest.console.wait_for(DevicesLine, lambda d: _disks(d) != _disks(first), timeout=60)
+    print(f"grown disk reported {t - resize_start:.2f} s after block_resize")
+    assert _disks(after) == [("vda", "cxdisk0", grown)]
+    assert after.blk[0].sectors == grown // 512
+    assert after.net == first.net
 
 
 @pytest.mark.skipif(not os.environ.get("CORRAL_TESTGUEST_BENCH"), reason="measurement only")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import sys
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corral import opcodes
+from corral.cli import common as cli_common
+from corral.cli import gnt_instance
 from corral.cli.common import (
     fields_option,
     format_unit,
@@ -215,3 +222,362 @@ def test_fields_option() -> None:
     assert fields_option("a,,b,", default) == ["a", "b"]
     assert default == ["name", "status"]  # never modified
     assert fields_option(None, default) is not default
+
+
+# --- gnt-instance modify / grow-disk: the opcode the CLI builds -----------------------------
+
+_UUID = "0b5e8c3a-2f4d-4e8a-9c1b-7d6e5f4a3b2c"
+_MAC = "aa:00:00:12:34:56"
+
+
+class _FakeClient:
+    """Stands in for the master: validates each opcode as the master would, records it."""
+
+    def __init__(self, result: Any = None) -> None:
+        self.result = result
+        self.ops: list[dict[str, Any]] = []
+
+    def submit_job(self, ops: list[dict[str, Any]]) -> int:
+        for op in ops:
+            opcodes.from_obj(op)  # raises ParameterError like the master's decoder
+        self.ops.extend(ops)
+        return 7
+
+    def wait_for_job(self, job_id: int, feedback: Any = None) -> list[Any]:
+        assert job_id == 7
+        return [self.result]
+
+    def close(self) -> None:
+        pass
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _gnt_instance(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], result: Any = None, stdin: str | None = None
+) -> tuple[int, _FakeClient]:
+    fake = _FakeClient(result)
+    monkeypatch.setattr(cli_common, "Client", lambda: fake)
+    monkeypatch.setattr(sys, "stdin", _Tty(stdin) if stdin is not None else io.StringIO(""))
+    return cli_common.run("gnt-instance", gnt_instance.COMMANDS, "test", argv), fake
+
+
+def _only_op(fake: _FakeClient) -> dict[str, Any]:
+    assert len(fake.ops) == 1
+    return fake.ops[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "nics", "disks"),
+    [
+        (["--net", "add"], [["add", -1, {}]], None),
+        (
+            ["--net", f"add:mac={_MAC},mode=bridged,link=br0"],
+            [["add", -1, {"mac": _MAC, "mode": "bridged", "link": "br0"}]],
+            None,
+        ),
+        (
+            ["--net", "1:add,link=br1,vlan=.10:20,name=eth-b"],
+            [["add", 1, {"link": "br1", "vlan": ".10:20", "name": "eth-b"}]],
+            None,
+        ),
+        (["--net", "0:modify,link=br1"], [["modify", 0, {"link": "br1"}]], None),
+        (
+            ["--net", "eth-a:modify,ip=198.51.100.7"],
+            [["modify", "eth-a", {"ip": "198.51.100.7"}]],
+            None,
+        ),
+        (["--net", "0:mode=routed"], [["modify", 0, {"mode": "routed"}]], None),  # legacy form
+        (["-f", "--net", "2:remove"], [["remove", 2, {}]], None),
+        (["-f", "--net", "remove"], [["remove", -1, {}]], None),
+        (["-f", "--net=-1:remove"], [["remove", -1, {}]], None),
+        (["-f", "--net", f"{_UUID}:remove"], [["remove", _UUID, {}]], None),
+        (
+            ["--disk", "add:size=1G,mode=ro,name=data"],
+            None,
+            [["add", -1, {"size": 1024, "mode": "ro", "name": "data"}]],
+        ),
+        (
+            ["--disk", "1:add,size=512M,spindles=2"],
+            None,
+            [["add", 1, {"size": 512, "spindles": 2}]],
+        ),
+        (["--disk", "data:modify,mode=ro"], None, [["modify", "data", {"mode": "ro"}]]),
+        (["--disk", "0:modify,name=root"], None, [["modify", 0, {"name": "root"}]]),
+        (["-f", "--disk", f"{_UUID}:remove"], None, [["remove", _UUID, {}]]),
+        (["-f", "--disk", "1:remove"], None, [["remove", 1, {}]]),
+        (
+            ["-f", "--net", "add", "--net", "0:remove", "--disk", "add:size=64"],
+            [["add", -1, {}], ["remove", 0, {}]],
+            [["add", -1, {"size": 64}]],
+        ),
+    ],
+)
+def test_modify_devices(
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    nics: list[Any] | None,
+    disks: list[Any] | None,
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["modify", *argv, "inst1"])
+    assert rc == 0
+    op = _only_op(fake)
+    assert op["OP_ID"] == "OP_INSTANCE_SET_PARAMS"
+    assert op["instance_name"] == "inst1"
+    assert op.get("nics") == nics
+    assert op.get("disks") == disks
+    assert op["force"] == ("-f" in argv)
+    assert "hotplug" not in op  # the cluster's default
+
+
+def test_modify_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["modify", "-B", "memory=1G,vcpus=2", "-H", "kernel_path=", "-O", "flavour=x"]
+    rc, fake = _gnt_instance(monkeypatch, [*argv, "--no-wait-for-sync", "inst1"])
+    assert rc == 0
+    op = _only_op(fake)
+    assert op["beparams"] == {"memory": "1G", "vcpus": "2"}
+    assert op["hvparams"] == {"kernel_path": ""}
+    assert op["osparams"] == {"flavour": "x"}
+    assert op["wait_for_sync"] is False
+    assert "nics" not in op and "disks" not in op
+
+
+@pytest.mark.parametrize(
+    ("flag", "hotplug", "if_possible"),
+    [
+        (None, None, False),
+        ("--hotplug", True, False),
+        ("--no-hotplug", False, False),
+        ("--hotplug-if-possible", None, True),
+    ],
+)
+def test_modify_hotplug_flags(
+    monkeypatch: pytest.MonkeyPatch, flag: str | None, hotplug: bool | None, if_possible: bool
+) -> None:
+    argv = ["modify", "--net", "add", *([flag] if flag else []), "inst1"]
+    rc, fake = _gnt_instance(monkeypatch, argv)
+    assert rc == 0
+    decoded = opcodes.from_obj(_only_op(fake))
+    assert isinstance(decoded, opcodes.OpInstanceSetParams)
+    assert decoded.hotplug is hotplug
+    assert decoded.hotplug_if_possible is if_possible
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--hotplug", "--no-hotplug"],
+        ["--hotplug", "--hotplug-if-possible"],
+        ["--no-hotplug", "--hotplug-if-possible"],
+    ],
+)
+def test_modify_hotplug_flags_exclusive(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as ei:
+        _gnt_instance(monkeypatch, ["modify", "--net", "add", *flags, "inst1"])
+    assert ei.value.code == ECode.INVAL.exit_code
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--net", "add:colour=red"], ["--net", "colour", "known: ip, link, mac"]),
+        (["--net", "0:modify,size=1G"], ["--net", "size"]),
+        (["--disk", "0:modify,size=2G"], ["--disk", "size", "known: mode, name"]),
+        (["--disk", "add:size=1G,vg=xenvg"], ["--disk", "vg"]),
+        (["--disk", "add:mode=ro"], ["--disk", "missing size"]),
+        (["--disk", "add:size=lots"], ["invalid size"]),
+        (["--disk", "add:size=1G,spindles=two"], ["spindles", "integer"]),
+        (["--net", "0:remove,link=br0"], ["--net", "remove takes no parameters"]),
+        (["--disk", "data:remove,mode=ro"], ["--disk", "remove takes no parameters"]),
+        (["--net", "eth-a:add"], ["add needs an index"]),
+        (["--net", "0:add,remove"], ["only one of add, remove, modify"]),
+        (["--net", "add:remove"], ["combined with"]),
+        (["--net", "0:modify"], ["nothing to modify"]),
+        (["--net", "modify:link=br0"], ["modify needs an identifier"]),
+        (["--net", "0:add=1"], ["'add' takes no value"]),
+        (["--net", f"mac={_MAC}"], ["--net", "missing identifier"]),
+        (["--net", "0,link=br0"], ["missing ':'"]),
+        (["--net=-2:remove"], ["invalid index -2"]),
+        ([], ["nothing to change"]),
+        (["-B", ""], ["nothing to change"]),
+    ],
+)
+def test_modify_errors(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    fragments: list[str],
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["modify", "-f", *argv, "inst1"])
+    err = capsys.readouterr().err
+    assert rc == ECode.INVAL.exit_code, err
+    assert fake.ops == []
+    assert err.startswith("Failure: ")
+    for f in fragments:
+        assert f in err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "fragments"),
+    [
+        ("--net", "1:remove", ["remove nic 1 of instance inst1", "loses this network interface"]),
+        ("--net", "remove", ["remove the last nic of instance inst1"]),
+        ("--disk", "data:remove", ["remove disk 'data' of instance inst1", "ALL ITS DATA"]),
+        ("--net", f"0:modify,mac={_MAC}", ["MAC address of nic 0", "removing the NIC"]),
+    ],
+)
+def test_modify_declined_prompt_submits_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str,
+    fragments: list[str],
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["modify", option, value, "inst1"], stdin="n\n")
+    assert rc != 0
+    assert fake.ops == []
+    err = capsys.readouterr().err
+    for f in fragments:
+        assert f in err
+    assert "Continue? y/[n]" in err
+
+
+def test_modify_prompt_accepted_or_forced(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["modify", "--net", "1:remove", "--disk", "0:remove", "inst1"]
+    rc, fake = _gnt_instance(monkeypatch, argv, stdin="y\n")
+    assert rc == 0
+    assert _only_op(fake)["force"] is False
+    err = capsys.readouterr().err
+    assert err.count("Continue?") == 1  # one question for all the risky changes
+    assert "nic 1" in err and "disk 0" in err
+    # --force: no question (stdin is no terminal here: asking would refuse), passed on.
+    rc, fake = _gnt_instance(monkeypatch, ["modify", "-f", *argv[1:]])
+    assert rc == 0
+    assert _only_op(fake)["force"] is True
+    assert "Continue?" not in capsys.readouterr().err
+
+
+def test_modify_without_terminal_refuses_risky_changes_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["modify", "--net", "0:remove", "inst1"])
+    assert rc == ECode.INVAL.exit_code
+    assert fake.ops == []
+    assert "Refusing without --force" in capsys.readouterr().err
+    # Re-linking or adding needs no confirmation; a dry run changes nothing, so no question.
+    for argv in (["--net", "0:modify,link=br1"], ["--disk", "add:size=1G"]):
+        rc, fake = _gnt_instance(monkeypatch, ["modify", *argv, "inst1"])
+        assert rc == 0 and len(fake.ops) == 1
+    rc, fake = _gnt_instance(monkeypatch, ["modify", "--dry-run", "--net", "0:remove", "inst1"])
+    assert rc == 0 and _only_op(fake)["dry_run"] is True
+    assert "nothing was changed" in capsys.readouterr().out
+
+
+_NOTE = "take effect only at the next (re)start"
+
+
+@pytest.mark.parametrize(
+    ("flags", "result", "lines", "note"),
+    [
+        (
+            [],
+            [["nic.1", f"add:mac={_MAC},mode=bridged,link=br0"], ["nic.1", "hotplug:done"]],
+            [f" - nic.1 -> add:mac={_MAC},mode=bridged,link=br0", " - nic.1 -> hotplug:done"],
+            False,
+        ),
+        ([], [["nic.1", "add:mode=bridged"], ["nic.1", "hotplug:deferred"]], [], True),
+        ([], [["nic.1", "add:mode=bridged"], ["nic.1", "hotplug:failed"]], [], True),
+        (["--no-hotplug"], [["nic.1", "add:mode=bridged"]], [" - nic.1 -> add:mode=bridged"], True),
+        (
+            ["-f"],
+            [["disk/1", "remove"], ["disk/1", "hotplug:done"]],
+            [" - disk/1 -> remove"],
+            False,
+        ),
+        ([], [["be/memory", "1024"]], [" - be/memory -> 1024"], True),
+    ],
+)
+def test_modify_output(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    result: list[list[str]],
+    lines: list[str],
+    note: bool,
+) -> None:
+    rc, _ = _gnt_instance(monkeypatch, ["modify", *flags, "--net", "add", "inst1"], result)
+    assert rc == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Modified instance inst1"
+    assert out[1 : 1 + len(result)] == [f" - {p:<5} -> {c}" for p, c in result]
+    for line in lines:
+        assert line in out
+    assert any(_NOTE in line for line in out) is note
+
+
+def test_modify_output_unchanged_and_submit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _ = _gnt_instance(monkeypatch, ["modify", "-B", "memory=1G", "inst1"], [])
+    assert rc == 0
+    assert capsys.readouterr().out == "Not modified instance inst1\n"
+    rc, fake = _gnt_instance(monkeypatch, ["modify", "--submit", "--net", "add", "inst1"])
+    assert rc == 0 and len(fake.ops) == 1
+    assert capsys.readouterr().out == "JobID: 7\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["inst1", "0", "1G"],
+            {"disk": 0, "amount": 1024, "absolute": False, "wait_for_sync": True},
+        ),
+        (["inst1", "1", "512"], {"disk": 1, "amount": 512}),
+        (["--absolute", "inst1", "2", "2.5G"], {"disk": 2, "amount": 2560, "absolute": True}),
+        (
+            ["--no-wait-for-sync", "inst1", "0", "1T"],
+            {"amount": 1024 * 1024, "wait_for_sync": False},
+        ),
+    ],
+)
+def test_grow_disk(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: dict[str, Any]
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["grow-disk", *argv])
+    assert rc == 0
+    op = _only_op(fake)
+    assert op["OP_ID"] == "OP_INSTANCE_GROW_DISK"
+    assert op["instance_name"] == "inst1"
+    assert {k: op[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["inst1", "data", "1G"], "invalid disk index 'data'"),
+        (["inst1", "-1", "1G"], "invalid disk index"),
+        (["inst1", "0", "1X"], "invalid size"),
+        (["inst1", "0", "0"], "size must be positive"),
+        (["inst1", "16", "1G"], "disk"),  # the opcode's own limit, checked as the master would
+    ],
+)
+def test_grow_disk_errors(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    fragment: str,
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["grow-disk", *argv])
+    err = capsys.readouterr().err
+    assert rc == ECode.INVAL.exit_code, err
+    assert fake.ops == []
+    assert fragment in err

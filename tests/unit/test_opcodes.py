@@ -40,6 +40,8 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "OP_INSTANCE_QUERY_DATA": {},
     "OP_INSTANCE_CONSOLE": {"instance_name": "i1"},
     "OP_INSTANCE_REINSTALL": {"instance_name": "inst1"},
+    "OP_INSTANCE_SET_PARAMS": {"instance_name": "inst1"},
+    "OP_INSTANCE_GROW_DISK": {"instance_name": "inst1", "disk": 0, "amount": 1024},
     "OP_OS_DIAGNOSE": {"output_fields": ["name", "variants"]},
     "OP_NODE_ADD": {"node_name": "node2", "primary_ip": "198.51.100.12"},
     "OP_NODE_REMOVE": {"node_name": "node2"},

@@ -19,6 +19,7 @@ from corral.testguest import (
     GuestError,
     NetDev,
     PowerOffLine,
+    builder,
     elf,
     initscript,
     kernel,
@@ -71,16 +72,26 @@ def test_cmdline_rejects_malformed_input(addresses: dict[str, str], kw: dict[str
 
 def test_parse_devices_line() -> None:
     got = parse_line(
-        b"DEVICES net=eth0/52:54:00:00:00:01,eth1/52:54:00:00:00:02 blk=vda/disk-1,vdb/ up=3.07\r\n"
+        b"DEVICES net=eth0/52:54:00:00:00:01,eth1/52:54:00:00:00:02 "
+        b"blk=vda/disk-1/2048,vdb//4194304 up=3.07\r\n"
     )
     assert got == DevicesLine(
         (NetDev("eth0", "52:54:00:00:00:01"), NetDev("eth1", "52:54:00:00:00:02")),
-        (BlockDev("vda", "disk-1"), BlockDev("vdb", "")),
+        (BlockDev("vda", "disk-1", 2048), BlockDev("vdb", "", 4194304)),
         3.07,
     )
     assert isinstance(got, DevicesLine)
     assert got.macs == {"52:54:00:00:00:01", "52:54:00:00:00:02"}
     assert got.serials == {"disk-1"}
+    assert [(b.size_bytes, b.size_mib) for b in got.blk] == [(1 << 20, 1.0), (2 << 30, 2048.0)]
+
+
+def test_parse_devices_line_without_sizes() -> None:
+    # guests built before sizes were reported, and a disk gone before its size was read
+    got = parse_line("DEVICES net= blk=vda/disk-1,vdb/x/ up=1.0")
+    assert got == DevicesLine((), (BlockDev("vda", "disk-1"), BlockDev("vdb", "x")), 1.0)
+    assert isinstance(got, DevicesLine)
+    assert [(b.sectors, b.size_bytes, b.size_mib) for b in got.blk] == [(None, None, None)] * 2
 
 
 def test_parse_empty_lists_and_other_lines() -> None:
@@ -97,6 +108,9 @@ def test_parse_empty_lists_and_other_lines() -> None:
     [
         "[    7.725230] reboot: Power down",
         "DEVICES net=eth0 blk= up=1.0",  # entry without /mac
+        "DEVICES net= blk=vda/s/12k up=1.0",  # sectors not a number
+        "DEVICES net= blk=vda/s/1/2 up=1.0",
+        "DEVICES net=eth0/52:54:00:00:00:01/3 blk= up=1.0",
         "DEVICES net= blk=",
         "ADDR eth0",
         "",
@@ -160,6 +174,42 @@ def test_init_brings_up_a_nic_without_addresses(tmp_path: Path) -> None:
         tmp_path, "console=ttyS0 corral.ip.525400000002=203.0.113.2/24", "eth1", "52:54:00:00:00:01"
     )
     assert lines == ["IP link set eth1 up"]
+
+
+def _list_disks(sys_block: Path) -> str:
+    """Run the real disk listing of /init's polling loop on a fake ``/sys/block``."""
+    script = initscript.render_init("6.1.0-test", ["virtio"])
+    m = re.search(r'^\tblk=""\n.*?^\tdone\n', script, re.MULTILINE | re.DOTALL)
+    assert m, "disk listing not found in /init"
+    prog = m.group(0).replace("/sys/block/*", f"{sys_block}/*") + 'echo "$blk"\n'
+    out = subprocess.run([str(BUSYBOX), "sh", "-c", prog], capture_output=True, text=True)
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(BUSYBOX is None, reason="busybox not installed")
+def test_init_lists_disks_with_serial_and_size(tmp_path: Path) -> None:
+    for name, serial, size in (("vda", "disk 1/x\n", "2048\n"), ("vdb", None, "8\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "size").write_text(size)
+        if serial is not None:
+            (tmp_path / name / "serial").write_text(serial)
+    (tmp_path / "loop0").mkdir()
+    (tmp_path / "loop0" / "size").write_text("0\n")
+    assert _list_disks(tmp_path) == "vda/disk_1_x/2048,vdb//8"
+    # a grown disk changes the report, so the guest prints it again
+    (tmp_path / "vda" / "size").write_text("4096\n")
+    listed = _list_disks(tmp_path)
+    assert listed == "vda/disk_1_x/4096,vdb//8"
+    line = parse_line(f"DEVICES net= blk={listed} up=1.0")
+    assert isinstance(line, DevicesLine)
+    assert [b.size_bytes for b in line.blk] == [4096 * 512, 8 * 512]
+
+
+def test_cached_image_of_another_init_script_is_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = builder.recipe()
+    monkeypatch.setattr(initscript, "_INIT", initscript._INIT.replace("DEVICES", "DEVS"))
+    assert builder.recipe() != before
 
 
 def test_init_refuses_names_that_would_break_the_script() -> None:

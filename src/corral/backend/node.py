@@ -162,6 +162,34 @@ async def blockdev_remove(b: NodeBackend, args: t.DiskRemoveArgs) -> t.Empty:
     return t.Empty()
 
 
+@handler(defs.BLOCKDEV_GROW)
+async def blockdev_grow(b: NodeBackend, args: t.DiskGrowArgs) -> t.DiskGrowResult:
+    disk = b.local_disk(args.disk)
+    size = await storage.grow(disk, args.new_size)
+    live = False
+    if args.instance is not None:
+        inst = b.local_instance(args.instance)
+        live = await b.hv(inst.hypervisor).disk_grown(inst, disk, size)
+    return t.DiskGrowResult(size=size, live=live)
+
+
+@handler(defs.HOTPLUG_DEVICE)
+async def hotplug_device(b: NodeBackend, args: t.HotplugArgs) -> t.HotplugResult:
+    inst = b.local_instance(args.instance)
+    device = b.local_disk(args.device) if isinstance(args.device, t.DiskSpec) else args.device
+    extra = str(b.paths.host_path(args.extra)) if args.extra else None
+    local = msgspec.structs.replace(args, instance=inst, device=device, extra=extra)
+    return await b.hv(inst.hypervisor).hotplug(local)
+
+
+@handler(defs.HOTPLUG_SUPPORTED)
+async def hotplug_supported(
+    b: NodeBackend, args: t.HotplugSupportedArgs
+) -> t.HotplugSupportResult:
+    inst = args.instance
+    return t.HotplugSupportResult(limits=await b.hv(inst.hypervisor).hotplug_supported(inst))
+
+
 @handler(defs.HOOKS_RUNNER)
 async def hooks_runner(b: NodeBackend, args: t.HooksRunArgs) -> t.HooksResult:
     results = await hooks.run_hooks(b.paths.hooks_dir, args.hpath, args.phase, args.env)

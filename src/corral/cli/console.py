@@ -11,7 +11,6 @@ end of its input.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import sys
@@ -46,12 +45,18 @@ def run(client: Client, args: argparse.Namespace) -> int:
     if args.show_cmd:
         print(f"gnt-instance console {info['instance']}  # via {url} (node {info['node']})")
         return EXIT_SUCCESS
+    # Imported here, like aiohttp below: asyncio (and the ssl it pulls in) costs
+    # ~40 ms of start-up that every other gnt-instance subcommand should not pay.
+    import asyncio
+
     return asyncio.run(_attach(url.replace("https://", "wss://", 1), info))
 
 
 async def _attach(url: str, info: dict[str, Any]) -> int:
     # Imported here: aiohttp and cryptography cost ~0.2 s of start-up that
     # every other gnt-instance subcommand should not pay.
+    import asyncio
+
     import aiohttp
 
     from corral import pki

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from corral.cli import console, reinstall
+from corral.cli import console, modify, reinstall
 from corral.cli.common import (
     EXIT_SUCCESS,
     Command,
@@ -384,6 +384,10 @@ def cmd_info(client: Client, args: argparse.Namespace) -> int:
                 f"  Running: pid {live['pid']}, memory {live['memory']} MiB, "
                 f"{live['vcpus']} VCPUs, up {live['uptime']:.0f} s"
             )
+        if i.get("pending"):
+            print("  Pending changes (configuration differs from the running instance):")
+            for msg in i["pending"]:
+                print(f"    - {msg}")
         if i.get("network_port") is not None:
             print(f"  Allocated network port: {i['network_port']}")
         if i.get("console"):
@@ -431,6 +435,8 @@ COMMANDS = [
     Command("remove", cmd_remove, _setup_remove, "remove an instance and its disks"),
     Command("rename", cmd_rename, _setup_rename, "rename a stopped instance"),
     Command("reinstall", reinstall.run, reinstall.setup, "reinstall stopped instances"),
+    Command("modify", modify.run, modify.setup, "change NICs, disks or parameters of an instance"),
+    Command("grow-disk", modify.run_grow_disk, modify.setup_grow_disk, "grow an instance disk"),
     Command("console", console.run, console.setup, "connect to the console of an instance"),
     *tag_commands("instance", "an instance"),
 ]

@@ -185,7 +185,10 @@ class ConfigWriter:
             assert table is not None
             table[obj.uuid] = obj
             if isinstance(obj, Instance):
+                assert isinstance(current, Instance)
+                self._macs -= {n.mac for n in current.nics}  # removed NICs free their MAC
                 self._macs |= {n.mac for n in obj.nics}
+                self._reserved_macs -= {n.mac for n in obj.nics}
         if isinstance(obj, Instance | Node | NodeGroup | Network):
             self._reindex()
         return obj
@@ -213,6 +216,22 @@ class ConfigWriter:
             self._macs.add(nic.mac)
             self._reserved_macs.discard(nic.mac)
         self._bump()
+
+    def add_instance_disk(self, inst: Instance, disk: Disk, index: int) -> Instance:
+        """Attach a new disk to ``inst`` (a copy) at ``index``; returns the stored instance."""
+        if disk.uuid in self.data.disks:
+            raise ConfigError(f"disk {disk.uuid} already exists", ECode.EXISTS)
+        inst.disks.insert(index, disk.uuid)
+        updated = self.update(inst)
+        self.data.disks[disk.uuid] = disk
+        return updated
+
+    def remove_instance_disk(self, inst: Instance, disk_uuid: str) -> Instance:
+        """Detach and forget a disk of ``inst`` (a copy); its data is the caller's business."""
+        inst.disks.remove(disk_uuid)
+        updated = self.update(inst)
+        self.data.disks.pop(disk_uuid, None)
+        return updated
 
     def remove_instance(self, uuid: str) -> None:
         inst = self.data.instances.pop(uuid)

@@ -13,9 +13,17 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
+from corral.errors import HotplugError
 from corral.params import ParamGroup
 from corral.paths import Paths
-from corral.rpc.types import InstanceRuntime, InstanceSpec
+from corral.rpc.types import (
+    DiskSpec,
+    HotplugArgs,
+    HotplugLimit,
+    HotplugResult,
+    InstanceRuntime,
+    InstanceSpec,
+)
 
 
 class Hypervisor(abc.ABC):
@@ -57,6 +65,18 @@ class Hypervisor(abc.ABC):
 
     @abc.abstractmethod
     async def all_instances_info(self) -> dict[str, InstanceRuntime]: ...
+
+    async def hotplug_supported(self, inst: InstanceSpec) -> list[HotplugLimit]:
+        """The live device changes ``inst`` cannot take; HotplugError if none can be made."""
+        raise HotplugError(f"the {self.NAME} hypervisor cannot change devices of a running VM")
+
+    async def hotplug(self, args: HotplugArgs) -> HotplugResult:
+        """Plug/unplug/re-link one device of a running instance (see HotplugArgs)."""
+        raise HotplugError(f"the {self.NAME} hypervisor cannot change devices of a running VM")
+
+    async def disk_grown(self, inst: InstanceSpec, disk: DiskSpec, new_size: int) -> bool:
+        """Tell a running ``inst`` that ``disk`` grew to ``new_size`` MiB; False: not running."""
+        return False
 
     def memory_used(self, running: dict[str, InstanceRuntime]) -> int:
         return sum(r.memory for r in running.values())

@@ -14,6 +14,7 @@ from corral import __version__, hypervisor, objects, params
 from corral.errors import ECode, OpPrereqError, ParameterError
 from corral.locking import Level
 from corral.lu.base import ALL_SET, LogicalUnit, register
+from corral.lu.drift import instance_drift
 from corral.objects import ConfigObject
 from corral.opcodes import (
     OpClusterDestroy,
@@ -299,11 +300,13 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
 
         self.log_info("* Verifying instance status")
         running_on: dict[str, str] = {}
+        live: dict[str, t.InstanceRuntime] = {}
         for node in online:
             r = runtime[node.name]
             if r.payload is not None:
-                for name in r.payload.instances:
+                for name, rt in r.payload.instances.items():
                     running_on[name] = node.uuid
+                    live[name] = rt
         for inst in data.instances.values():
             pnode = data.nodes.get(inst.primary_node)
             if pnode is None or pnode.offline or runtime[pnode.name].failed:
@@ -321,6 +324,10 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
                     inst.name,
                     f"instance running on wrong node {data.nodes[where].name}",
                 )
+            if where == pnode.uuid:
+                for drift in instance_drift(cfg, inst, live[inst.name]):
+                    report = self._warn if drift.pending else self._error
+                    report("instance", inst.name, drift.message)
         for name, node_uuid in running_on.items():
             if cfg.instance_by_name(name) is None:
                 self._warn(

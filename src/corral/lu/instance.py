@@ -19,6 +19,7 @@ from corral.lu.common import (
     instance_hook_env,
     instance_spec,
 )
+from corral.lu.drift import instance_drift
 from corral.lu.instance_console import vnc_console
 from corral.objects import Instance, Node
 from corral.opcodes import (
@@ -302,6 +303,7 @@ class LUInstanceQueryData(LogicalUnit[OpInstanceQueryData]):
             node = self.cfg.data.nodes[inst.primary_node]
             run_state: str = "unknown"
             live: dict[str, Any] | None = None
+            pending: list[str] = []
             if not self.op.static:
                 if node.offline:
                     run_state = "node offline"
@@ -318,7 +320,12 @@ class LUInstanceQueryData(LogicalUnit[OpInstanceQueryData]):
                         rt = res.payload.runtime
                         run_state = rt.state if rt else "down"
                         if rt is not None and rt.pid is not None:
-                            live = msgspec.structs.asdict(rt)
+                            live = {
+                                k: v
+                                for k, v in msgspec.structs.asdict(rt).items()
+                                if not isinstance(v, list)  # devices: shown as pending below
+                            }
+                            pending = [d.message for d in instance_drift(self.cfg, inst, rt)]
             spec = instance_spec(self.cfg, inst)
             group = self.cfg.node_group(node)
             out[inst.name] = {
@@ -360,6 +367,7 @@ class LUInstanceQueryData(LogicalUnit[OpInstanceQueryData]):
                     for d in spec.disks
                 ],
                 "runtime": live,
+                "pending": pending,
                 "network_port": inst.network_port,
                 "console": vnc_console(
                     node.primary_ip,

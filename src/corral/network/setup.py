@@ -1,9 +1,12 @@
 """Wire a tap into the node's network over netlink (bridged and routed NICs).
 
 Layer: driver (imports ``corral.errors``, ``corral.network.nicenv``; pyroute2
-lazily). Everything acts in the caller's current network namespace through
-``pyroute2.IPRoute``; nothing parses ``ip`` output or shells out. Sysctls are
-written under ``/proc/sys``, which always shows the writer's namespace.
+and ``corral.network.brioctl`` lazily). Everything acts in the caller's current
+network namespace through ``pyroute2.IPRoute``, except bridged NICs without
+VLAN, which :mod:`corral.network.brioctl` wires with the standard library
+alone (``kvm-ifup`` start-up time); nothing parses ``ip`` output or shells
+out. Sysctls are written under ``/proc/sys``, which always shows the writer's
+namespace.
 
 What each mode does (the built-in ``kvm-ifup``/``kvm-ifdown``):
 
@@ -140,9 +143,9 @@ def _sysctl(path: str, value: str) -> None:
 
 def bridge_exists(name: str) -> bool:
     """Whether ``name`` is a bridge in this network namespace."""
-    with _iproute() as ipr:
-        link = _find_link(ipr, name)
-        return link is not None and _kind(link) == "bridge"
+    from corral.network.brioctl import is_bridge
+
+    return is_bridge(name)
 
 
 def _table_names(files: Sequence[Path]) -> dict[str, int]:
@@ -248,6 +251,13 @@ def bridged_up(nic: NicEnv) -> SetupResult:
             f"Bridged NIC {nic.interface} has no bridge (LINK is empty)", ECode.INVAL
         )
     plan = parse_vlan(nic.vlan)
+    if plan is None:
+        # The common case, without pyroute2: importing it costs more than the
+        # whole wiring, once per NIC on every start and hot-plug.
+        from corral.network.brioctl import enslave
+
+        enslave(nic.interface, nic.link)
+        return result
     with _iproute() as ipr:
         bridge = _require_bridge(ipr, nic.link)
         tap = _require_tap(ipr, nic.interface)

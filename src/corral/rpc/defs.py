@@ -125,6 +125,30 @@ BLOCKDEV_REMOVE = _call(
     t.Empty,
     "Delete a disk's backing storage (only when the user removed it).",
 )
+BLOCKDEV_GROW = _call(
+    "blockdev_grow",
+    False,
+    Timeout.NORMAL,
+    t.DiskGrowArgs,
+    t.DiskGrowResult,
+    "Grow a disk's backing storage; a running instance sees the new size at once.",
+)
+HOTPLUG_DEVICE = _call(
+    "hotplug_device",
+    False,
+    Timeout.NORMAL,
+    t.HotplugArgs,
+    t.HotplugResult,
+    "Plug, unplug or re-link a NIC or disk of a running instance.",
+)
+HOTPLUG_SUPPORTED = _call(
+    "hotplug_supported",
+    False,
+    Timeout.URGENT,
+    t.HotplugSupportedArgs,
+    t.HotplugSupportResult,
+    "Which live device changes the running instance cannot take (error: not running).",
+)
 HOOKS_RUNNER = _call(
     "hooks_runner",
     True,

@@ -18,7 +18,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Base of RPC records: frozen, keyword-only, strict on decode."""
 
 
-class NicSpec(Record, frozen=True, kw_only=True):
+class NicSpec(Record, frozen=True, kw_only=True, tag_field="kind", tag="nic"):
     uuid: str
     name: str | None = None
     index: int
@@ -28,7 +28,7 @@ class NicSpec(Record, frozen=True, kw_only=True):
     network: dict[str, str] = {}  # NETWORK_* values when the NIC is on a network
 
 
-class DiskSpec(Record, frozen=True, kw_only=True):
+class DiskSpec(Record, frozen=True, kw_only=True, tag_field="kind", tag="disk"):
     uuid: str
     name: str | None = None
     index: int
@@ -103,6 +103,32 @@ class HypervisorListArgs(Record, frozen=True, kw_only=True):
     hypervisors: list[str]
 
 
+class RuntimeNicInfo(Record, frozen=True, kw_only=True):
+    """A NIC plugged into a running instance (from the hypervisor's runtime record)."""
+
+    uuid: str
+    device_id: str
+    slot: str | None = None  # PCI address, "0xc"
+    mac: str
+    ip: str | None = None
+    name: str | None = None
+    mode: str = ""
+    link: str = ""
+    vlan: str = ""
+    tap: str | None = None
+
+
+class RuntimeDiskInfo(Record, frozen=True, kw_only=True):
+    """A disk plugged into a running instance."""
+
+    uuid: str
+    device_id: str
+    slot: str | None = None
+    size: int  # MiB, as last told to the hypervisor
+    mode: str = "rw"
+    path: str = ""
+
+
 class InstanceRuntime(Record, frozen=True, kw_only=True):
     """Live state of one instance as the hypervisor reports it."""
 
@@ -112,6 +138,13 @@ class InstanceRuntime(Record, frozen=True, kw_only=True):
     vcpus: int
     uptime: float = 0.0
     pid: int | None = None
+    # The devices really plugged in (None: the hypervisor does not track them).
+    nics: list[RuntimeNicInfo] | None = None
+    disks: list[RuntimeDiskInfo] | None = None
+    # Drift inside the node: device ids QEMU has that the runtime file lacks,
+    # and ids the runtime file lists that QEMU no longer has.
+    unrecorded_devices: list[str] = []
+    lost_devices: list[str] = []
 
 
 class InstanceInfoResult(Record, frozen=True, kw_only=True):
@@ -120,6 +153,66 @@ class InstanceInfoResult(Record, frozen=True, kw_only=True):
 
 class AllInstancesInfo(Record, frozen=True, kw_only=True):
     instances: dict[str, InstanceRuntime]
+
+
+HotplugAction = Literal["hotadd", "hotremove", "hotmod"]
+HotplugTarget = Literal["nic", "disk"]
+
+
+class HotplugArgs(Record, frozen=True, kw_only=True):
+    """Ganeti's ``hotplug_device(instance, action, dev_type, device, extra, seq)``.
+
+    ``device`` is the NIC/disk as the config has it *after* the change
+    (hotadd/hotmod) or before it (hotremove); ``seq`` its index. ``extra``:
+    for a disk, the path the node should open if it is not ``device.path``.
+    ``unplug_timeout``: how long a hot-remove waits for the guest to let go.
+    """
+
+    instance: InstanceSpec
+    action: HotplugAction
+    dev_type: HotplugTarget
+    device: NicSpec | DiskSpec
+    extra: str | None = None
+    seq: int
+    unplug_timeout: float = 15.0
+
+
+class HotplugResult(Record, frozen=True, kw_only=True):
+    device_id: str  # QEMU's id of the device
+    slot: str | None = None  # its PCI address
+    done: bool = True  # False: nothing to do (already plugged / not plugged)
+    detail: str = ""
+
+
+class HotplugSupportedArgs(Record, frozen=True, kw_only=True):
+    instance: InstanceSpec
+
+
+class HotplugLimit(Record, frozen=True, kw_only=True):
+    """One kind of change that cannot be made live on this instance, and why."""
+
+    action: HotplugAction
+    dev_type: HotplugTarget
+    reason: str
+
+
+class HotplugSupportResult(Record, frozen=True, kw_only=True):
+    """Raised as an error when the instance does not run at all."""
+
+    limits: list[HotplugLimit] = []
+
+
+class DiskGrowArgs(Record, frozen=True, kw_only=True):
+    """Grow ``disk`` to ``new_size`` MiB; tell the instance's hypervisor when it runs."""
+
+    disk: DiskSpec
+    new_size: int
+    instance: InstanceSpec | None = None
+
+
+class DiskGrowResult(Record, frozen=True, kw_only=True):
+    size: int  # MiB, the image's new size
+    live: bool  # the running instance was told (block_resize)
 
 
 class DiskCreateArgs(Record, frozen=True, kw_only=True):

@@ -85,10 +85,25 @@ class NetDev:
     mac: str
 
 
+SECTOR_BYTES = 512  # the unit of /sys/block/<disk>/size, whatever the disk's block size
+
+
 @dataclass(frozen=True)
 class BlockDev:
+    """A disk as the guest sees it: ``<name>/<serial>/<sectors>`` in ``blk=``."""
+
     name: str
     serial: str  # "" when QEMU was given no serial=
+    sectors: int | None = None  # None when the line carried no size (older guests)
+
+    @property
+    def size_bytes(self) -> int | None:
+        return None if self.sectors is None else self.sectors * SECTOR_BYTES
+
+    @property
+    def size_mib(self) -> float | None:
+        size = self.size_bytes
+        return None if size is None else size / (1 << 20)
 
 
 @dataclass(frozen=True)
@@ -134,14 +149,28 @@ ConsoleLine = DevicesLine | AddrLine | BootLine | PowerOffLine
 _DEVICES_RE = re.compile(r"^DEVICES net=(?P<net>\S*) blk=(?P<blk>\S*) up=(?P<up>[0-9.]+)$")
 
 
-def _pairs(field: str) -> list[tuple[str, str]]:
+def _entries(field: str, most: int) -> list[list[str]]:
+    """``a/b,c/d/e``: the comma-separated entries, each split at ``/``.
+
+    An entry has a non-empty name and 1 to ``most - 1`` values after it.
+    """
     out = []
     for item in field.split(",") if field else []:
-        name, sep, value = item.partition("/")
-        if not sep or not name:
+        parts = item.split("/")
+        if not 2 <= len(parts) <= most or not parts[0]:
             raise ValueError(f"bad device entry {item!r}")
-        out.append((name, value))
+        out.append(parts)
     return out
+
+
+def _block_dev(parts: list[str]) -> BlockDev:
+    # <disk>/<serial> (older guests) or <disk>/<serial>/<sectors>; the count is
+    # empty if the disk went away between the guest's listing and its read
+    if len(parts) == 2 or not parts[2]:
+        return BlockDev(parts[0], parts[1])
+    if not re.fullmatch(r"[0-9]+", parts[2]):
+        raise ValueError(f"bad sector count {parts[2]!r}")
+    return BlockDev(parts[0], parts[1], int(parts[2]))
 
 
 def parse_line(raw: str | bytes) -> ConsoleLine | None:
@@ -156,8 +185,8 @@ def parse_line(raw: str | bytes) -> ConsoleLine | None:
         if not m:
             return None
         try:
-            net = tuple(NetDev(n, v) for n, v in _pairs(m["net"]))
-            blk = tuple(BlockDev(n, v) for n, v in _pairs(m["blk"]))
+            net = tuple(NetDev(n, v) for n, v in _entries(m["net"], 2))
+            blk = tuple(_block_dev(p) for p in _entries(m["blk"], 3))
         except ValueError:
             return None
         return DevicesLine(net, blk, float(m["up"]))

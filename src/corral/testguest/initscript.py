@@ -10,8 +10,10 @@ guest. It reports on the serial console, one line per event, in the formats
     after an address from the kernel command line was put on a NIC.
 ``GW <ip>``
     after a default route from ``corral.gw=``/``corral.gw6=`` was set.
-``DEVICES net=<if>/<mac>,… blk=<disk>/<serial>,… up=<seconds>``
-    the first time the devices are known and after every change.
+``DEVICES net=<if>/<mac>,… blk=<disk>/<serial>/<sectors>,… up=<seconds>``
+    the first time the devices are known and after every change, a disk's
+    size (``/sys/block/<disk>/size``, 512-byte sectors) included, so an
+    online grow (QMP ``block_resize``) is reported too.
 ``POWEROFF``
     the ACPI power button was pressed; the guest powers off right after.
 
@@ -106,7 +108,10 @@ while :; do
 		s=""
 		[ -r "$d/serial" ] && read -r s < "$d/serial"
 		s=${s//[^A-Za-z0-9._:-]/_}
-		blk="$blk${blk:+,}$n/$s"
+		# 512-byte sectors; an online resize changes it, so the report too
+		z=""
+		read -r z < "$d/size"
+		blk="$blk${blk:+,}$n/$s/$z"
 	done
 	now="net=$net blk=$blk"
 	if [ "$now" != "$report" ]; then

@@ -195,9 +195,8 @@ def nic_device(m: Machine, index: int) -> dict[str, str | int]:
 
 def netdev_options(m: Machine, index: int, fds: NicFds) -> str:
     n = m.nics[index]
+    # No vnet_hdr= here: QEMU reads it off the tap fd (and refuses the option with fd=).
     opts = f"tap,id={n.hvinfo.id},fd={fds.fd}"
-    if not fds.vnet_hdr:
-        opts += ",vnet_hdr=off"
     if fds.vhost_fd is not None:
         opts += f",vhost=on,vhostfd={fds.vhost_fd}"
     return opts

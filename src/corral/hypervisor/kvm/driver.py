@@ -16,9 +16,9 @@ import os
 import time
 from typing import Any, ClassVar, Literal
 
-from corral.errors import ECode, HypervisorError
+from corral.errors import ECode, HotplugError, HypervisorError
 from corral.hypervisor.base import Hypervisor
-from corral.hypervisor.kvm import cmdline, launch, probe, runtime, verify
+from corral.hypervisor.kvm import cmdline, hotplan, hotplug, launch, probe, runtime, verify
 from corral.hypervisor.kvm.describe import (
     hv_params,
     initial_runtime,
@@ -29,7 +29,17 @@ from corral.hypervisor.kvm.files import KvmFiles
 from corral.hypervisor.kvm.params import KVM_PARAMS
 from corral.hypervisor.kvm.qmp import EventCallback, Monitor, MonitorPool
 from corral.paths import Paths
-from corral.rpc.types import InstanceRuntime, InstanceSpec
+from corral.rpc.types import (
+    DiskSpec,
+    HotplugArgs,
+    HotplugLimit,
+    HotplugResult,
+    InstanceRuntime,
+    InstanceSpec,
+    NicSpec,
+    RuntimeDiskInfo,
+    RuntimeNicInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,43 @@ def _uptime(pid: int) -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return max(0.0, up - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def _devices(
+    files: KvmFiles, name: str, rt: runtime.KvmRuntime | None
+) -> tuple[list[RuntimeNicInfo] | None, list[RuntimeDiskInfo] | None]:
+    """What the runtime file says is plugged in (for drift checks against the config)."""
+    if rt is None:
+        return None, None
+    from corral.network import nicfiles
+
+    nics = [
+        RuntimeNicInfo(
+            uuid=n.uuid,
+            device_id=n.hvinfo.id if n.hvinfo else "",
+            slot=n.hvinfo.addr if n.hvinfo else None,
+            mac=n.mac,
+            ip=n.ip,
+            name=n.name,
+            mode=str(n.nicparams.get("mode", "")),
+            link=str(n.nicparams.get("link", "")),
+            vlan=str(n.nicparams.get("vlan", "")),
+            tap=nicfiles.read_tap(files.nic_dir, name, n.uuid),
+        )
+        for n in rt.nics
+    ]
+    disks = [
+        RuntimeDiskInfo(
+            uuid=d.disk.uuid,
+            device_id=d.disk.hvinfo.id if d.disk.hvinfo else "",
+            slot=d.disk.hvinfo.addr if d.disk.hvinfo else None,
+            size=d.disk.size,
+            mode=d.disk.mode,
+            path=d.link,
+        )
+        for d in rt.disks
+    ]
+    return nics, disks
 
 
 class KvmHypervisor(Hypervisor):
@@ -254,6 +301,61 @@ class KvmHypervisor(Hypervisor):
             await self._stop_locked(inst.name, force=hard, timeout=timeout)
             await self._launch(rt, inst.tags)
 
+    # --- hotplug ----------------------------------------------------------
+    async def _hot_context(
+        self, name: str, tags: list[str], timeout: float = 15.0
+    ) -> hotplug.HotContext:
+        if launch.pid_of(self.files, name) is None:
+            raise HotplugError(f"instance {name} is not running", ECode.STATE)
+        rt = self._load_runtime(name)
+        if rt is None:
+            raise HotplugError(f"instance {name} runs without a runtime file", ECode.STATE)
+        mon = await self._monitor(name)
+        m = machine_from_runtime(rt, self.files.control(name))
+        return hotplug.HotContext(name, self.files, mon, rt, m, tags, unplug_timeout=timeout)
+
+    async def hotplug_supported(self, inst: InstanceSpec) -> list[HotplugLimit]:
+        self.files.check_name(inst.name)
+        ctx = await self._hot_context(inst.name, inst.tags)
+        return hotplan.limits(ctx.rt, ctx.hv, await ctx.mon.commands())
+
+    async def hotplug(self, args: HotplugArgs) -> HotplugResult:
+        name = args.instance.name
+        self.files.check_name(name)
+        async with self._lock(name):
+            ctx = await self._hot_context(name, args.instance.tags, args.unplug_timeout)
+            hotplan.check_supported(
+                ctx.rt, ctx.hv, await ctx.mon.commands(), args.action, args.dev_type
+            )
+            dev = args.device
+            if isinstance(dev, NicSpec) and args.dev_type == "nic":
+                if args.action == "hotadd":
+                    return await hotplug.add_nic(ctx, dev, args.seq)
+                if args.action == "hotremove":
+                    return await hotplug.remove_nic(ctx, dev.uuid, args.seq)
+                return await hotplug.modify_nic(ctx, dev, args.seq)
+            if isinstance(dev, DiskSpec) and args.dev_type == "disk":
+                if args.action == "hotadd":
+                    path = args.extra or dev.path
+                    if not path:
+                        raise HotplugError(f"disk {dev.uuid} has no path", ECode.INVAL)
+                    return await hotplug.add_disk(ctx, dev, args.seq, path)
+                if args.action == "hotremove":
+                    return await hotplug.remove_disk(ctx, dev.uuid)
+            raise HotplugError(
+                f"{args.action} of a {args.dev_type} is not a live change KVM can make "
+                f"(device given: {type(dev).__name__})",
+                ECode.INVAL,
+            )
+
+    async def disk_grown(self, inst: InstanceSpec, disk: DiskSpec, new_size: int) -> bool:
+        self.files.check_name(inst.name)
+        async with self._lock(inst.name):
+            if launch.pid_of(self.files, inst.name) is None:
+                return False
+            ctx = await self._hot_context(inst.name, inst.tags)
+            return await hotplug.resize_disk(ctx, disk.uuid, new_size)
+
     # --- state ------------------------------------------------------------
     async def _query_state(self, name: str) -> str | None:
         try:
@@ -271,11 +373,22 @@ class KvmHypervisor(Hypervisor):
             return None
         rt = self._load_runtime(name)
         memory = vcpus = 0
+        nics, disks = _devices(self.files, name, rt)
         if rt is not None:
             with contextlib.suppress(HypervisorError):
                 m = machine_from_runtime(rt, self.files.control(name))
                 memory, vcpus = m.memory, m.vcpus
         status = await self._query_state(name)
+        unrecorded: list[str] = []
+        lost: list[str] = []
+        if status is not None and rt is not None:
+            with contextlib.suppress(HypervisorError):
+                mon = await self._monitor(name)
+                present = hotplan.peripheral_ids(
+                    await mon.execute("qom-list", {"path": "/machine/peripheral"}, timeout=5)
+                )
+                unrecorded = hotplan.unrecorded_devices(rt, present)
+                lost = sorted(i.id for i in hotplan.runtime_hvinfos(rt) if i.id not in present)
         state: RunState
         if status is None:
             state = "blocked"  # alive but not answering on QMP
@@ -291,6 +404,10 @@ class KvmHypervisor(Hypervisor):
             vcpus=vcpus,
             uptime=_uptime(pid),
             pid=pid,
+            nics=nics,
+            disks=disks,
+            unrecorded_devices=unrecorded,
+            lost_devices=lost,
         )
 
     async def all_instances_info(self) -> dict[str, InstanceRuntime]:

@@ -40,6 +40,8 @@ class Monitor:
         self._on_event = on_event
         self._pump: asyncio.Task[None] | None = None
         self._waiters: list[tuple[str, Callable[[dict[str, Any]], bool], asyncio.Future[None]]] = []
+        self._commands: frozenset[str] | None = None
+        self._fd_lock = asyncio.Lock()
 
     @property
     def connected(self) -> bool:
@@ -88,12 +90,29 @@ class Monitor:
                 ECode.STATE,
             ) from None
 
+    async def commands(self) -> frozenset[str]:
+        """The QMP commands this QEMU offers (``query-commands``, asked once per connection)."""
+        if self._commands is None:
+            res = await self.execute("query-commands")
+            self._commands = frozenset(str(c.get("name")) for c in res if isinstance(c, dict))
+        return self._commands
+
     def send_fd(self, fd: int) -> None:
         """Queue ``fd`` for the next command (``getfd``/``add-fd``) via SCM_RIGHTS."""
         try:
             self._client.send_fd_scm(fd)
         except (QMPError, OSError) as err:
             raise HypervisorError(f"cannot pass a file descriptor to {self.name}: {err}") from None
+
+    async def execute_fd(self, cmd: str, args: dict[str, Any], fd: int) -> Any:
+        """Pass ``fd`` with SCM_RIGHTS and run ``cmd`` (``getfd``/``add-fd``) right after.
+
+        One at a time: QEMU hands the received descriptor to the next command
+        that takes one, so two concurrent passes could swap descriptors.
+        """
+        async with self._fd_lock:
+            self.send_fd(fd)
+            return await self.execute(cmd, args)
 
     def expect(
         self, event: str, pred: Callable[[dict[str, Any]], bool] = lambda d: True
