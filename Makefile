@@ -30,6 +30,7 @@ bench: setup
 	$(PY) bench/list.py
 	$(PY) bench/rpc.py
 	$(PY) bench/boot.py
+	$(PY) bench/hotplug.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

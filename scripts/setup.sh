@@ -30,4 +30,7 @@ if [ ! -x "$UV_HOME/bin/uv" ]; then
 fi
 
 export UV_PYTHON=/usr/bin/python3 UV_PYTHON_DOWNLOADS=never
-"$UV_HOME/bin/uv" sync --frozen --quiet
+"$UV_HOME/bin/uv" sync --frozen --quiet --compile-bytecode
+# Byte-compile Corral itself too: the environment may set PYTHONDONTWRITEBYTECODE,
+# and then every CLI call and kvm-ifup would recompile what it imports.
+.venv/bin/python -m compileall -q src >/dev/null

@@ -15,8 +15,7 @@ in :mod:`corral.luxi_server` and is imported on first use.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from corral.errors import ProtocolError
 
@@ -28,8 +27,7 @@ LUXI_VERSION = 3000000
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     success: bool
     result: Any = None
 

@@ -1,6 +1,6 @@
 """Parameters: each declared once, with type, default, doc and check.
 
-Layer: bottom (imports ``errors`` and ``msgspec``). A parameter group is a
+Layer: bottom (imports ``errors``, ``units`` and ``msgspec``). A parameter group is a
 frozen msgspec struct: the annotation is the type, the field default is the
 default, ``Meta(description=…)`` is the doc and the ``Meta`` constraints plus
 an optional ``extra={"check": fn}`` are the check. From that one declaration
@@ -15,7 +15,6 @@ instance (:meth:`ParamGroup.fill`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -24,31 +23,10 @@ import msgspec
 import msgspec.inspect as mi
 
 from corral.errors import ECode, ParameterError
+from corral.units import MAX_SIZE_MIB as MAX_SIZE_MIB  # re-exported
+from corral.units import parse_size as parse_size  # re-exported
 
 T = TypeVar("T", bound=msgspec.Struct)
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
-_SIZE_FACTORS = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024**2, "p": 1024**3}
-MAX_SIZE_MIB = 1024**3  # 1 PiB: anything larger is a typo, not a disk.
-
-
-def parse_size(text: str, field: str = "size") -> int:
-    """Parse a size with an optional unit (``512``, ``512M``, ``1.5G``, ``2T``) into MiB.
-
-    Like Ganeti's ``ParseUnit``: a bare number is MiB; fractional results are
-    rounded up to whole MiB.
-    """
-    m = _SIZE_RE.match(str(text))
-    if not m:
-        raise ParameterError(field, f"invalid size {text!r} (expected e.g. 512M, 10G)")
-    value = float(m.group(1)) * _SIZE_FACTORS[m.group(2).lower()]
-    mib = int(-(-value // 1))
-    if mib <= 0:
-        raise ParameterError(field, f"size must be positive, got {text!r}")
-    if mib > MAX_SIZE_MIB:
-        raise ParameterError(field, f"size {text!r} is absurdly large (max 1P)")
-    return mib
-
 
 _TRUE = {"yes", "true", "on", "1", "y"}
 _FALSE = {"no", "false", "off", "0", "n"}

@@ -291,6 +291,7 @@ def _only_op(fake: _FakeClient) -> dict[str, Any]:
             None,
         ),
         (["--net", "0:mode=routed"], [["modify", 0, {"mode": "routed"}]], None),  # legacy form
+        (["--net", "1:modify"], [["modify", 1, {}]], None),  # plug it as configured
         (["-f", "--net", "2:remove"], [["remove", 2, {}]], None),
         (["-f", "--net", "remove"], [["remove", -1, {}]], None),
         (["-f", "--net=-1:remove"], [["remove", -1, {}]], None),
@@ -398,7 +399,7 @@ def test_modify_hotplug_flags_exclusive(
         (["--net", "eth-a:add"], ["add needs an index"]),
         (["--net", "0:add,remove"], ["only one of add, remove, modify"]),
         (["--net", "add:remove"], ["combined with"]),
-        (["--net", "0:modify"], ["nothing to modify"]),
+        (["--disk", "0:modify"], ["nothing to modify"]),
         (["--net", "modify:link=br0"], ["modify needs an identifier"]),
         (["--net", "0:add=1"], ["'add' takes no value"]),
         (["--net", f"mac={_MAC}"], ["--net", "missing identifier"]),
@@ -493,6 +494,7 @@ _NOTE = "take effect only at the next (re)start"
             [f" - nic.1 -> add:mac={_MAC},mode=bridged,link=br0", " - nic.1 -> hotplug:done"],
             False,
         ),
+        ([], [["nic.1", "add:mode=bridged"], ["nic.1", "hotplug:done (nic-1 at 0x1e)"]], [], False),
         ([], [["nic.1", "add:mode=bridged"], ["nic.1", "hotplug:deferred"]], [], True),
         ([], [["nic.1", "add:mode=bridged"], ["nic.1", "hotplug:failed"]], [], True),
         (["--no-hotplug"], [["nic.1", "add:mode=bridged"]], [" - nic.1 -> add:mode=bridged"], True),

@@ -15,12 +15,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from corral.cli import qlang
 from corral.client import Client
 from corral.errors import CorralError, ECode, ParameterError
+from corral.units import parse_size
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
@@ -95,8 +95,6 @@ def parse_hv_option(text: str) -> tuple[str, dict[str, str]]:
 
 def parse_size_text(text: str, what: str) -> int:
     """Sizes in MiB with Ganeti's units; the master re-checks limits."""
-    from corral.params import parse_size
-
     return parse_size(text, what)
 
 
@@ -336,8 +334,7 @@ def confirm(question: str, force: bool) -> bool:
 # --- running a gnt-* program -----------------------------------------------------------
 
 
-@dataclass
-class Command:
+class Command(NamedTuple):  # not a dataclass: see corral.paths.Paths
     name: str
     func: Callable[[Client, argparse.Namespace], int]
     setup: Callable[[argparse.ArgumentParser], None]

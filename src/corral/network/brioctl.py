@@ -260,7 +260,7 @@ def enslave(tap: str, bridge: str) -> None:
                 try:
                     _port(sock, SIOCBRDELIF, old, port.index)
                 except OSError as e:
-                    raise _fail(f"Cannot remove {tap} from its bridge {old}", e) from e
+                    raise _fail(f"Cannot remove {tap} from {old}", e) from e
                 master = 0
             try:
                 mac = _fe_mac(port.address)
@@ -295,10 +295,16 @@ def _master_name(index: int) -> str:
 
 
 def _undo(sock: socket.socket, tap: str, index: int, bridge: str) -> None:
-    """Leave the tap as a failed ``kvm-ifup`` should: a port of no bridge, down."""
-    try:
-        if bridge:
+    """Leave the tap as a failed ``kvm-ifup`` should: a port of no bridge, down.
+
+    Best effort: the error that got us here is the one worth reporting.
+    """
+    if bridge:
+        try:
             _port(sock, SIOCBRDELIF, bridge, index)
+        except OSError:
+            pass
+    try:
         flags = _get_flags(sock, tap)
         if flags & IFF_UP:
             _set_flags(sock, tap, flags & ~IFF_UP)

@@ -319,34 +319,48 @@ class KvmHypervisor(Hypervisor):
         ctx = await self._hot_context(inst.name, inst.tags)
         return hotplan.limits(ctx.rt, ctx.hv, await ctx.mon.commands())
 
+    async def _hotplug_locked(self, ctx: hotplug.HotContext, args: HotplugArgs) -> HotplugResult:
+        hotplan.check_supported(
+            ctx.rt, ctx.hv, await ctx.mon.commands(), args.action, args.dev_type
+        )
+        dev = args.device
+        if isinstance(dev, NicSpec) and args.dev_type == "nic":
+            if args.action == "hotadd":
+                return await hotplug.add_nic(ctx, dev, args.seq)
+            if args.action == "hotremove":
+                return await hotplug.remove_nic(ctx, dev.uuid, args.seq)
+            return await hotplug.modify_nic(ctx, dev, args.seq)
+        if isinstance(dev, DiskSpec) and args.dev_type == "disk":
+            if args.action == "hotadd":
+                path = args.extra or dev.path
+                if not path:
+                    raise HotplugError(f"disk {dev.uuid} has no path", ECode.INVAL)
+                return await hotplug.add_disk(ctx, dev, args.seq, path)
+            if args.action == "hotremove":
+                return await hotplug.remove_disk(ctx, dev.uuid)
+        raise HotplugError(
+            f"{args.action} of a {args.dev_type} is not a live change KVM can make "
+            f"(device given: {type(dev).__name__})",
+            ECode.INVAL,
+        )
+
     async def hotplug(self, args: HotplugArgs) -> HotplugResult:
         name = args.instance.name
         self.files.check_name(name)
         async with self._lock(name):
             ctx = await self._hot_context(name, args.instance.tags, args.unplug_timeout)
-            hotplan.check_supported(
-                ctx.rt, ctx.hv, await ctx.mon.commands(), args.action, args.dev_type
-            )
-            dev = args.device
-            if isinstance(dev, NicSpec) and args.dev_type == "nic":
-                if args.action == "hotadd":
-                    return await hotplug.add_nic(ctx, dev, args.seq)
-                if args.action == "hotremove":
-                    return await hotplug.remove_nic(ctx, dev.uuid, args.seq)
-                return await hotplug.modify_nic(ctx, dev, args.seq)
-            if isinstance(dev, DiskSpec) and args.dev_type == "disk":
-                if args.action == "hotadd":
-                    path = args.extra or dev.path
-                    if not path:
-                        raise HotplugError(f"disk {dev.uuid} has no path", ECode.INVAL)
-                    return await hotplug.add_disk(ctx, dev, args.seq, path)
-                if args.action == "hotremove":
-                    return await hotplug.remove_disk(ctx, dev.uuid)
-            raise HotplugError(
-                f"{args.action} of a {args.dev_type} is not a live change KVM can make "
-                f"(device given: {type(dev).__name__})",
-                ECode.INVAL,
-            )
+            try:
+                return await self._hotplug_locked(ctx, args)
+            except HypervisorError as err:
+                if launch.pid_of(self.files, name) is not None:
+                    raise
+                # "QMP getfd: connection lost" alone does not tell the admin why.
+                raise HotplugError(
+                    f"QEMU of {name} exited during the {args.action.replace('hot', 'hot-')} of a "
+                    f"{args.dev_type} ({err.message}); the instance is down now: "
+                    "gnt-instance startup starts it with its configured devices",
+                    ECode.STATE,
+                ) from err
 
     async def disk_grown(self, inst: InstanceSpec, disk: DiskSpec, new_size: int) -> bool:
         self.files.check_name(inst.name)

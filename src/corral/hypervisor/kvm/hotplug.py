@@ -46,6 +46,7 @@ from corral.rpc.types import DiskSpec, HotplugResult, NicSpec
 log = logging.getLogger(__name__)
 
 Undo = Callable[[], Awaitable[None]]
+UNPLUG_REPEAT = 3.0  # seconds between device_del requests while the guest has not let go
 
 
 @dataclass
@@ -113,18 +114,30 @@ async def unplug(ctx: HotContext, dev_id: str) -> bool:
     if dev_id not in await ctx.present():
         return False
     gone = ctx.mon.expect("DEVICE_DELETED", lambda d: d.get("device") == dev_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.unplug_timeout
     try:
-        await ctx.mon.execute("device_del", {"id": dev_id})
-        try:
-            await asyncio.wait_for(asyncio.shield(gone), ctx.unplug_timeout)
-        except TimeoutError:
-            if dev_id in await ctx.present():  # the event could have been missed
-                raise HotplugError(
-                    f"the guest of {ctx.name} did not release device {dev_id} within "
-                    f"{ctx.unplug_timeout:g} s (does it handle ACPI PCI hotplug? is it "
-                    "still booting?); the device stays plugged and nothing was removed",
-                    ECode.STATE,
-                ) from None
+        # A guest can miss the ACPI eject request (seen right after boot under TCG);
+        # QEMU raises it again on a repeated device_del, so ask again every few seconds.
+        while True:
+            await ctx.mon.execute("device_del", {"id": dev_id})
+            wait = min(UNPLUG_REPEAT, deadline - loop.time())
+            try:
+                await asyncio.wait_for(asyncio.shield(gone), max(0.0, wait))
+                break
+            except TimeoutError:
+                pass
+            if dev_id not in await ctx.present():  # the event could have been missed
+                break
+            if loop.time() < deadline:
+                log.info("guest of %s has not released %s yet; asking again", ctx.name, dev_id)
+                continue
+            raise HotplugError(
+                f"the guest of {ctx.name} did not release device {dev_id} within "
+                f"{ctx.unplug_timeout:g} s (does it handle ACPI PCI hotplug? is it "
+                "still booting?); the device stays plugged and nothing was removed",
+                ECode.STATE,
+            )
     finally:
         gone.cancel()
     return True
