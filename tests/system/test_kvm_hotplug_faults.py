@@ -35,8 +35,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namesp
 
 MAC_P0 = "aa:00:00:5d:00:01"  # pv1's boot NIC
 MAC_P1 = "aa:00:00:5d:00:02"  # hot-added into pv1
-MAC_P2 = "aa:00:00:5d:00:03"  # finds no free slot
-MAC_P3 = "aa:00:00:5d:00:04"  # added without hotplug
+MAC_P2 = "aa:00:00:5d:00:03"  # finds no free slot, then is added without hotplug
 MAC_F0 = "aa:00:00:5d:00:11"  # fl1's boot NIC
 MAC_KILL = "aa:00:00:5d:00:12"  # its kvm-ifup kills fl1's QEMU
 MAC_SLOW = "aa:00:00:5d:00:13"  # its kvm-ifup is slow; the master dies meanwhile
@@ -298,6 +297,13 @@ def test_removing_devices_that_were_never_plugged(vc: vcl.VCluster) -> None:
     assert "Pending changes" not in info(vc, "pv1")
     assert field(vc, "pv1", "nic.count") == "2" and field(vc, "pv1", "disk.count") == "2"
     assert devices_lines(node, "pv1", off) == []  # the guest never saw either
+
+    # A real change now: the guest's next report holds none of the refused or
+    # deferred devices of tests 2 to 4, only its own.
+    off = log_size(node, "pv1")
+    ok(modify(vc, "pv1", "-f", "--disk", "1:remove"))
+    line = wait_for(node, "pv1", off, lambda d: len(d.blk) == 1)
+    assert line.macs == {MAC_P0, MAC_P1}
     assert_clean(vc)
 
 

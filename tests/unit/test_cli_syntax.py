@@ -399,7 +399,6 @@ def test_modify_hotplug_flags_exclusive(
         (["--net", "eth-a:add"], ["add needs an index"]),
         (["--net", "0:add,remove"], ["only one of add, remove, modify"]),
         (["--net", "add:remove"], ["combined with"]),
-        (["--disk", "0:modify"], ["nothing to modify"]),
         (["--net", "modify:link=br0"], ["modify needs an identifier"]),
         (["--net", "0:add=1"], ["'add' takes no value"]),
         (["--net", f"mac={_MAC}"], ["--net", "missing identifier"]),

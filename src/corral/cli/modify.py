@@ -144,11 +144,9 @@ def parse_device_change(kind: DeviceKind, text: str) -> DeviceChange:
             f"unknown {kind} parameter(s) for {action}: {', '.join(unknown)} "
             f"(known: {', '.join(sorted(known))})",
         )
-    # A NIC modify without parameters re-applies the NIC as configured: it plugs
-    # a NIC that is not plugged (the repair ``gnt-cluster verify`` advises) and
-    # leaves a plugged one alone. A disk has nothing like it.
-    if action == "modify" and not kv and kind == "disk":
-        raise ParameterError(option, f"nothing to modify in {text!r} (give k=v,…)")
+    # A modify without parameters re-applies the device as configured: it plugs a
+    # NIC or disk that is not plugged (the repair ``gnt-cluster verify`` advises)
+    # and leaves a plugged one alone.
     params: dict[str, Any] = dict(kv)
     if kind == "disk" and action == "add":
         if "size" not in kv:

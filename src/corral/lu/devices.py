@@ -62,7 +62,8 @@ def resolve(kind: str, items: list[Any], ident: DeviceIdent, action: Action) -> 
             return len(items) if action == "add" else _last(kind, items)
         if 0 <= ident <= limit:
             return ident
-        have = f"{len(items)} {kind}s" if items else f"no {kind}s"
+        n = len(items)
+        have = f"{n} {kind}{'' if n == 1 else 's'}" if n else f"no {kind}s"
         raise OpPrereqError(
             f"{kind} index {ident} out of range (the instance has {have})", ECode.INVAL
         )
@@ -156,7 +157,10 @@ def build_nic(
     if filled.mode == "routed" and not nic.ip:
         raise ParameterError(f"{field}.ip", "routed NICs need an IP address")
     if "mac" in p:
-        nic.mac = _mac(cfg, field, p["mac"], taken_macs)
+        if base is not None and str(p["mac"]).lower() == base.mac:
+            nic.mac = base.mac  # its own MAC: no change, not "in use"
+        else:
+            nic.mac = _mac(cfg, field, p["mac"], taken_macs)
     if "name" in p:
         nic.name = None if p["name"] in (None, "", "none") else str(p["name"])
     return nic
@@ -205,7 +209,9 @@ def plan_nics(
         else:
             old = work[idx]
             nic = build_nic(cfg, group, p, field, taken, base=old)
-            if nic.mac in ("auto", "generate"):
+            # Only an asked-for auto/generate is a new MAC; a NIC added earlier in
+            # this job still says "auto" and keeps the MAC it gets when added.
+            if "mac" in p and nic.mac in ("auto", "generate"):
                 nic.mac = "generate"
             work[idx] = nic
             out.append(NicChange("modify", idx, nic, old, mac_changed=nic.mac != old.mac))

@@ -74,7 +74,7 @@ def instance_drift(cfg: ConfigWriter, inst: Instance, rt: InstanceRuntime) -> li
                 out.append(
                     Drift(
                         f"disk/{i} is configured but not plugged in "
-                        "(it is attached at the next full restart)"
+                        f"(hot-add it: gnt-instance modify --disk {i}:modify)"
                     )
                 )
             elif rd.size != disk.size:

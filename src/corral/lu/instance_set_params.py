@@ -13,7 +13,8 @@ and a repeated ``modify`` repairs:
 * add: the config first (committed), then the hot-add; a failed hot-add
   takes the config change back (and deletes the disk this job created,
   still empty). A crash in between leaves a NIC/disk in the config that is
-  not plugged: ``modify --net N:modify`` (no parameters) plugs it.
+  not plugged: ``modify --net N:modify`` (``--disk N:modify``), without
+  parameters, plugs it.
 * remove: the hot-remove first; only when the guest released the device
   is it dropped from the config, and a disk's data is deleted after that.
   A failed unplug changes nothing and deletes nothing.
@@ -41,7 +42,9 @@ from corral.rpc import types as t
 
 Change = tuple[str, str]  # (parameter, what happened): Ganeti's modify result
 _NIC_ACTIONS = {"add": "hotadd", "remove": "hotremove", "modify": "hotmod"}
-_DISK_ACTIONS = {"add": "hotadd", "remove": "hotremove"}  # a disk modify is config only
+# A disk modify changes only the config (mode/name), but on a running instance it
+# also plugs the disk if it is not plugged (the repair after a crash).
+_DISK_ACTIONS = {"add": "hotadd", "remove": "hotremove", "modify": "hotadd"}
 
 
 def _merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -100,21 +103,26 @@ class LUInstanceSetParams(_InstanceLU):
         )
         if (self.nic_changes or self.disk_changes) and self.pnode.offline:
             check_node_online(self.pnode, "; NICs and disks cannot be changed")
-        self.dry_run_result = [c.action + f" nic {c.index}" for c in self.nic_changes] + [
-            c.action + f" disk {c.index}" for c in self.disk_changes
-        ]
+        # The (parameter, change) pairs of the real result, so the CLI can list them.
+        self.dry_run_result: list[Change] = (
+            [(f"hv/{k}", str(v)) for k, v in op.hvparams.items()]
+            + [(f"be/{k}", str(v)) for k, v in op.beparams.items()]
+            + [(f"os/{k}", str(v)) for k, v in op.osparams.items()]
+            + [(f"nic.{c.index}", c.action) for c in self.nic_changes]
+            + [(f"disk/{c.index}", c.action) for c in self.disk_changes]
+        )
 
     async def check_prereq_nodes(self) -> None:
         op = self.op
         self.live: dict[tuple[str, str], bool] = {}
         self.running = False
-        if not (self.nic_changes or self.disk_changes):
-            return
-        await self._check_bridges()
         if op.osparams and self.inst.os:
             from corral.lu.os import check_instance_os
 
             await check_instance_os(self, self.pnode, self.inst.os, self.osparams)
+        if not (self.nic_changes or self.disk_changes):
+            return
+        await self._check_bridges()
         self.running = await self.is_running()
         strict = op.hotplug is True
         wanted = (
@@ -159,6 +167,9 @@ class LUInstanceSetParams(_InstanceLU):
                         f"cannot {action[3:]} a {kind} of {self.inst.name} live: {limits[key]}",
                         ECode.STATE,
                     )
+                self.live[key] = False
+                if key == ("hotremove", "disk"):
+                    continue  # never deferred: refused below, with this reason
                 self.log_warning(
                     f"cannot {action[3:]} a {kind} live ({limits[key]}); "
                     "the change takes effect at the next start of the instance"
@@ -172,9 +183,11 @@ class LUInstanceSetParams(_InstanceLU):
             and not (self.live.get(("hotremove", "disk")))
         ):
             # The guest would keep writing to a disk whose data we delete.
+            why = limits.get(("hotremove", "disk"))
+            how = f"live ({why}); stop it first" if why else "without hotplug; stop it first"
             raise OpPrereqError(
-                f"cannot remove a disk from the running instance {self.inst.name} "
-                "without hotplug; stop it first or allow hotplug",
+                f"cannot remove a disk from the running instance {self.inst.name} {how}"
+                + ("" if why else " or allow hotplug"),
                 ECode.STATE,
             )
 
@@ -280,6 +293,8 @@ class LUInstanceSetParams(_InstanceLU):
             self._set_nics([n for n in before if n.uuid != c.nic.uuid])
             await self.cfg.commit()
             return [(name, "remove"), (name, self._hot_text(live, res))]
+        if c.action == "modify" and not c.mac_changed and c.old is not None:
+            c.nic.mac = c.old.mac  # a NIC added earlier in this job got its MAC only then
         if c.nic.mac in ("auto", "generate"):
             c.nic.mac = self.cfg.generate_mac()
         elif c.action == "add" or c.mac_changed:
@@ -315,7 +330,11 @@ class LUInstanceSetParams(_InstanceLU):
         node = self.target(self.pnode)
         if c.action == "modify":
             assert c.old is not None
-            self.cfg.update(c.disk)
+            # On the disk as stored now: an earlier change of this job (its add,
+            # another modify, a renumbering) may have updated it since planning.
+            stored = self.cfg.copy(self.cfg.data.disks[c.disk.uuid])
+            stored.mode, stored.name = c.disk.mode, c.disk.name
+            self.cfg.update(stored)
             await self.cfg.commit()
             self.inst = self.cfg.data.instances[self.inst.uuid]
             changed = [
@@ -325,7 +344,14 @@ class LUInstanceSetParams(_InstanceLU):
             ]
             if self.running and c.disk.mode != c.old.mode:
                 self.log_warning(f"the access mode of {name} changes at the next start")
-            return [(name, "modify:" + ",".join(changed))]
+            out = [(name, "modify:" + ",".join(changed))]
+            if self._is_live("hotadd", "disk"):
+                # Plugs the disk if a crash left it unplugged; a plugged one is left alone.
+                spec = disk_spec(self.cfg, self.inst, c.index, c.disk)
+                out.append(
+                    (name, self._hot_text(True, await self._hotplug("hotadd", spec, c.index)))
+                )
+            return out
         if c.action == "remove":
             live = self._is_live("hotremove", "disk")
             spec = disk_spec(self.cfg, self.inst, c.index, c.disk)
@@ -399,7 +425,8 @@ class LUInstanceGrowDisk(_InstanceLU):
         disks = self.cfg.instance_disks(self.inst)
         if self.op.disk >= len(disks):
             raise OpPrereqError(
-                f"instance {self.inst.name} has no disk {self.op.disk} ({len(disks)} disks)",
+                f"instance {self.inst.name} has no disk {self.op.disk} "
+                f"({len(disks)} disk{'' if len(disks) == 1 else 's'})",
                 ECode.INVAL,
             )
         self.disk: Disk = disks[self.op.disk]
