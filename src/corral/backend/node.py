@@ -183,11 +183,9 @@ async def hotplug_device(b: NodeBackend, args: t.HotplugArgs) -> t.HotplugResult
 
 
 @handler(defs.HOTPLUG_SUPPORTED)
-async def hotplug_supported(
-    b: NodeBackend, args: t.HotplugSupportedArgs
-) -> t.HotplugSupportResult:
+async def hotplug_supported(b: NodeBackend, args: t.HotplugSupportedArgs) -> t.HotplugSupportResult:
     inst = args.instance
-    return t.HotplugSupportResult(limits=await b.hv(inst.hypervisor).hotplug_supported(inst))
+    return await b.hv(inst.hypervisor).hotplug_supported(inst)
 
 
 @handler(defs.HOOKS_RUNNER)

@@ -21,6 +21,7 @@ from corral.rpc.types import (
     HotplugArgs,
     HotplugLimit,
     HotplugResult,
+    HotplugSupportResult,
     InstanceRuntime,
     InstanceSpec,
 )
@@ -66,9 +67,17 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     async def all_instances_info(self) -> dict[str, InstanceRuntime]: ...
 
-    async def hotplug_supported(self, inst: InstanceSpec) -> list[HotplugLimit]:
-        """The live device changes ``inst`` cannot take; HotplugError if none can be made."""
-        raise HotplugError(f"the {self.NAME} hypervisor cannot change devices of a running VM")
+    async def hotplug_supported(self, inst: InstanceSpec) -> HotplugSupportResult:
+        """Whether ``inst`` runs and which live device changes it cannot take."""
+        reason = f"the {self.NAME} hypervisor cannot change devices of a running VM"
+        return HotplugSupportResult(
+            running=await self.instance_info(inst.name) is not None,
+            limits=[
+                HotplugLimit(action=a, dev_type=k, reason=reason)
+                for a in ("hotadd", "hotremove", "hotmod")
+                for k in ("nic", "disk")
+            ],
+        )
 
     async def hotplug(self, args: HotplugArgs) -> HotplugResult:
         """Plug/unplug/re-link one device of a running instance (see HotplugArgs)."""

@@ -123,7 +123,6 @@ class LUInstanceSetParams(_InstanceLU):
         if not (self.nic_changes or self.disk_changes):
             return
         await self._check_bridges()
-        self.running = await self.is_running()
         strict = op.hotplug is True
         wanted = (
             op.hotplug
@@ -136,24 +135,28 @@ class LUInstanceSetParams(_InstanceLU):
             for c in self.disk_changes
             if c.action in _DISK_ACTIONS
         }
+        limits: dict[tuple[str, str], str] = {}
+        res = None
+        if wanted:  # one call says both whether it runs and what it can take live
+            res = await self.rpc.call(
+                self.target(self.pnode),
+                defs.HOTPLUG_SUPPORTED,
+                t.HotplugSupportedArgs(instance=instance_spec(self.cfg, self.inst)),
+            )
+        if res is not None and not res.failed:
+            assert res.payload is not None
+            self.running = res.payload.running
+            limits = {(lim.action, lim.dev_type): lim.reason for lim in res.payload.limits}
+        else:
+            self.running = await self.is_running()
+            if res is not None:
+                limits = {k: res.fail_msg or "node unreachable" for k in needed}
         if strict and not self.running:
             raise OpPrereqError(
                 f"instance {self.inst.name} is not running: nothing to hotplug into "
                 "(leave out --hotplug to change the configuration only)",
                 ECode.STATE,
             )
-        limits: dict[tuple[str, str], str] = {}
-        if wanted and self.running:
-            res = await self.rpc.call(
-                self.target(self.pnode),
-                defs.HOTPLUG_SUPPORTED,
-                t.HotplugSupportedArgs(instance=instance_spec(self.cfg, self.inst)),
-            )
-            if res.failed:
-                limits = {k: res.fail_msg or "node unreachable" for k in needed}
-            else:
-                assert res.payload is not None
-                limits = {(lim.action, lim.dev_type): lim.reason for lim in res.payload.limits}
         for key in sorted(needed):
             action, kind = key
             if not self.running:
@@ -347,7 +350,7 @@ class LUInstanceSetParams(_InstanceLU):
             out = [(name, "modify:" + ",".join(changed))]
             if self._is_live("hotadd", "disk"):
                 # Plugs the disk if a crash left it unplugged; a plugged one is left alone.
-                spec = disk_spec(self.cfg, self.inst, c.index, c.disk)
+                spec = disk_spec(self.cfg, self.inst, c.index, stored)  # c.disk may lack a path
                 out.append(
                     (name, self._hot_text(True, await self._hotplug("hotadd", spec, c.index)))
                 )
@@ -451,7 +454,6 @@ class LUInstanceGrowDisk(_InstanceLU):
         return env
 
     async def exec(self) -> int:
-        running = await self.is_running()
         spec = disk_spec(self.cfg, self.inst, self.op.disk, self.disk)
         self.log_info(
             f"Growing disk {self.op.disk} of instance {self.inst.name} "
@@ -463,7 +465,8 @@ class LUInstanceGrowDisk(_InstanceLU):
             t.DiskGrowArgs(
                 disk=spec,
                 new_size=self.new_size,
-                instance=instance_spec(self.cfg, self.inst) if running else None,
+                # The node tells a running instance itself (no extra round trip here).
+                instance=instance_spec(self.cfg, self.inst),
             ),
         )
         grown = res.get(f"growing disk {self.op.disk}")
@@ -471,8 +474,8 @@ class LUInstanceGrowDisk(_InstanceLU):
         disk.size = grown.size
         self.cfg.update(disk)
         await self.cfg.commit()
-        if running and grown.live:
+        if grown.live:
             self.log_info("The running instance sees the new size now")
-        elif running:
-            self.log_warning("the running instance sees the new size only after its next start")
+        elif self.inst.admin_state == "up":
+            self.log_warning("the instance sees the new size only after its next start")
         return grown.size

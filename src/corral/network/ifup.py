@@ -44,8 +44,9 @@ def conf_dir(env: Mapping[str, str]) -> str:
     return os.path.join(env.get("CORRAL_ROOT", "/"), "etc/corral")
 
 
-def _custom_script(names: Sequence[str]) -> str | None:
-    conf = conf_dir(os.environ)
+def custom_script(env: Mapping[str, str], names: Sequence[str]) -> str | None:
+    """The admin's executable replacement of the built-in script, if installed."""
+    conf = conf_dir(env)
     for name in names:
         path = os.path.join(conf, name)
         if os.path.isfile(path) and os.access(path, os.X_OK):
@@ -53,13 +54,12 @@ def _custom_script(names: Sequence[str]) -> str | None:
     return None
 
 
-def _bridged_fast(up: bool, tap: str) -> bool:
+def bridged_fast(env: Mapping[str, str], up: bool, tap: str) -> bool:
     """Do what ``nic_up``/``nic_down`` would for a bridged NIC without VLAN.
 
     Returns False when the NIC is not such a NIC (or has no ``LINK``: the full
     path then refuses it with Ganeti's message).
     """
-    env = os.environ
     if env.get("MODE") != "bridged" or env.get("VLAN") or not env.get("LINK"):
         return False
     if up:
@@ -112,12 +112,12 @@ def _run(prog: str, argv: Sequence[str], up: bool) -> int:
                     f"unknown context {context!r} (expected one of {', '.join(IFDOWN_CONTEXTS)})"
                 )
         if not no_custom:
-            script = _custom_script(IFUP_CUSTOM if up else IFDOWN_CUSTOM)
+            script = custom_script(os.environ, IFUP_CUSTOM if up else IFDOWN_CUSTOM)
             if script is not None:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os.execv(script, [script, *pos])  # the environment is inherited as is
-        if _bridged_fast(up, tap):
+        if bridged_fast(os.environ, up, tap):
             return 0
         from corral.network.nicenv import parse_env
         from corral.network.setup import nic_down, nic_up

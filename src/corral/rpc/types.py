@@ -197,8 +197,9 @@ class HotplugLimit(Record, frozen=True, kw_only=True):
 
 
 class HotplugSupportResult(Record, frozen=True, kw_only=True):
-    """Raised as an error when the instance does not run at all."""
+    """Whether the instance runs, and which live changes it cannot take."""
 
+    running: bool = True
     limits: list[HotplugLimit] = []
 
 

@@ -32,8 +32,8 @@ from corral.paths import Paths
 from corral.rpc.types import (
     DiskSpec,
     HotplugArgs,
-    HotplugLimit,
     HotplugResult,
+    HotplugSupportResult,
     InstanceRuntime,
     InstanceSpec,
     NicSpec,
@@ -314,10 +314,14 @@ class KvmHypervisor(Hypervisor):
         m = machine_from_runtime(rt, self.files.control(name))
         return hotplug.HotContext(name, self.files, mon, rt, m, tags, unplug_timeout=timeout)
 
-    async def hotplug_supported(self, inst: InstanceSpec) -> list[HotplugLimit]:
+    async def hotplug_supported(self, inst: InstanceSpec) -> HotplugSupportResult:
         self.files.check_name(inst.name)
+        if launch.pid_of(self.files, inst.name) is None:
+            return HotplugSupportResult(running=False)
         ctx = await self._hot_context(inst.name, inst.tags)
-        return hotplan.limits(ctx.rt, ctx.hv, await ctx.mon.commands())
+        if (await ctx.mon.execute("query-status"))["status"] == "shutdown":
+            return HotplugSupportResult(running=False)  # powered off by the guest
+        return HotplugSupportResult(limits=hotplan.limits(ctx.rt, ctx.hv, await ctx.mon.commands()))
 
     async def _hotplug_locked(self, ctx: hotplug.HotContext, args: HotplugArgs) -> HotplugResult:
         hotplan.check_supported(

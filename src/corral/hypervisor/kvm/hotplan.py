@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from corral.errors import ECode, HotplugError
@@ -37,15 +38,27 @@ NEEDED_COMMANDS: dict[tuple[HotplugAction, HotplugTarget], tuple[str, ...]] = {
     ("hotremove", "disk"): ("device_del", "blockdev-del", "remove-fd", "qom-list"),
     ("hotmod", "nic"): ("getfd", "netdev_add", "device_add", "device_del", "netdev_del"),
 }
-HOTPLUGGABLE_DISKS = {"paravirtual", "scsi-hd"}  # IDE cannot be hot-added on i440fx
+HOTPLUGGABLE_DISKS = {"paravirtual", "scsi-hd"}  # IDE cannot be hot-added/removed on i440fx
 SCSI_TARGETS = 16
+
+
+def machine_type(argv: list[str]) -> str:
+    """The machine type of a QEMU argv (``-machine pc-q35-7.2,accel=kvm`` → ``pc-q35-7.2``)."""
+    for flag, value in pairwise(argv):
+        if flag in ("-machine", "-M"):
+            for part in value.split(","):
+                if "=" not in part or part.startswith("type="):
+                    return part.removeprefix("type=")
+    return ""
 
 
 def limits(rt: KvmRuntime, hv: KvmHvParams, commands: Iterable[str]) -> list[HotplugLimit]:
     """Every (action, device kind) this instance cannot change live, with the reason."""
     have = set(commands)
     out: list[HotplugLimit] = []
-    machine = next((a for a in rt.kvm_cmd if a.startswith("pc-q35") or a.startswith("q35")), None)
+    # Only the -machine value: any other argv word (the instance name) may start with "q35".
+    mtype = machine_type(rt.kvm_cmd)
+    machine = mtype if mtype.startswith(("pc-q35", "q35")) else None
     for (action, kind), needed in NEEDED_COMMANDS.items():
         missing = [c for c in needed if c not in have]
         reason = ""
@@ -55,7 +68,8 @@ def limits(rt: KvmRuntime, hv: KvmHvParams, commands: Iterable[str]) -> list[Hot
             reason = f"machine type {machine} has no hotpluggable slots on pci.0"
         elif kind == "nic" and action != "hotremove" and hv.nic_type not in NIC_DRIVERS:
             reason = f"NIC model {hv.nic_type} is not hotpluggable"
-        elif kind == "disk" and action == "hotadd" and hv.disk_type not in HOTPLUGGABLE_DISKS:
+        elif kind == "disk" and hv.disk_type not in HOTPLUGGABLE_DISKS:
+            # ide.0 takes neither device_add nor device_del ("does not support hotplugging").
             reason = f"disk model {hv.disk_type} is not hotpluggable"
         elif (
             kind == "disk"
