@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from corral import testguest
 from corral import vcluster as vcl
 from corral.demotools import console_log, reports
 from corral.testguest import DevicesLine
@@ -189,3 +192,19 @@ def hmp(path: Path, command: str, timeout: float = 10) -> str:
                 break
             buf += chunk
         return buf.decode(errors="replace")
+
+
+def add_instance(
+    vc: vcl.VCluster, name: str, node: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``gnt-instance add`` of a test-guest instance: one 16 MiB file disk, 128 MiB."""
+    argv = ["gnt-instance", "add", "-t", "file", "--disk", "0:size=16M", "-B", "memory=128M"]
+    return gnt(vc, *argv, "-n", node, "-o", "noop", *extra, name, check=False)
+
+
+@contextlib.contextmanager
+def kvm_vcluster(n: int, base: Path, guest: testguest.GuestImage) -> Iterator[vcl.VCluster]:
+    """A virtual cluster whose KVM parameters boot the test guest."""
+    with vcl.virtual_cluster(n, base=base) as c:
+        gnt(c, *guest.enable_kvm_argv())
+        yield c

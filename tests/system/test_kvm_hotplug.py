@@ -21,7 +21,16 @@ from corral import testguest
 from corral import vcluster as vcl
 from corral.demotools import log_size
 from corral.hypervisor.kvm.model import disk_serial
-from tests.system.kvmtools import devices_lines, gnt, ip, ping, taps, wait_devices
+from tests.system.kvmtools import (
+    add_instance,
+    devices_lines,
+    gnt,
+    ip,
+    kvm_vcluster,
+    ping,
+    taps,
+    wait_devices,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and taps")
 
@@ -46,34 +55,18 @@ def guest() -> testguest.GuestImage:
 def vc(
     tmp_path_factory: pytest.TempPathFactory, guest: testguest.GuestImage
 ) -> Iterator[vcl.VCluster]:
-    with vcl.virtual_cluster(1, base=tmp_path_factory.mktemp("hot") / "vc") as c:
-        gnt(c, *guest.enable_kvm_argv())
+    with kvm_vcluster(1, tmp_path_factory.mktemp("hot") / "vc", guest) as c:
         yield c
 
 
 def add(vc: vcl.VCluster, name: str, *extra: str) -> None:
-    res = gnt(
-        vc,
-        "gnt-instance",
-        "add",
-        "-t",
-        "file",
-        "--disk",
-        "0:size=16M",
-        "-B",
-        "memory=128M",
-        "-n",
-        vc.nodes[0].name,
-        "-o",
-        "noop",
-        *extra,
-        name,
-        check=False,
-    )
+    res = add_instance(vc, name, vc.nodes[0].name, *extra)
     assert res.returncode == 0, res.stderr
 
 
-def modify(vc: vcl.VCluster, name: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def modify(
+    vc: vcl.VCluster, name: str, *argv: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     res = gnt(vc, "gnt-instance", "modify", *argv, name, check=False)
     if check:
         assert res.returncode == 0, res.stdout + res.stderr
@@ -87,7 +80,8 @@ def wait_for(node: vcl.VNode, name: str, offset: int, pred, timeout: float = 30.
             if pred(line):
                 return line
         time.sleep(0.05)
-    raise AssertionError(f"{name}: no matching DEVICES line; last: {devices_lines(node, name)[-1:]}")
+    last = devices_lines(node, name)[-1:]
+    raise AssertionError(f"{name}: no matching DEVICES line; last: {last}")
 
 
 def info(vc: vcl.VCluster, name: str) -> str:

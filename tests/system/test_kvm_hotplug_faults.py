@@ -29,7 +29,7 @@ from corral.hypervisor.kvm.model import disk_serial
 from corral.testguest import DevicesLine
 from corral.vcluster.model import BIN
 from corral.vcluster.proc import is_ours, reap
-from tests.system.kvmtools import devices_lines, gnt, taps, wait_devices
+from tests.system.kvmtools import add_instance, devices_lines, gnt, kvm_vcluster, taps, wait_devices
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and taps")
 
@@ -53,8 +53,7 @@ def guest() -> testguest.GuestImage:
 def vc(
     tmp_path_factory: pytest.TempPathFactory, guest: testguest.GuestImage
 ) -> Iterator[vcl.VCluster]:
-    with vcl.virtual_cluster(1, base=tmp_path_factory.mktemp("hotf") / "vc") as c:
-        gnt(c, *guest.enable_kvm_argv())
+    with kvm_vcluster(1, tmp_path_factory.mktemp("hotf") / "vc", guest) as c:
         # Both guests boot while the first tests run (TCG boots are the slow part).
         add(c, "pv1", MAC_P0, "-H", PV1_HV)
         add(c, "fl1", MAC_F0)
@@ -62,26 +61,7 @@ def vc(
 
 
 def add(vc: vcl.VCluster, name: str, mac: str, *extra: str) -> None:
-    res = gnt(
-        vc,
-        "gnt-instance",
-        "add",
-        "-t",
-        "file",
-        "--disk",
-        "0:size=16M",
-        "-B",
-        "memory=128M",
-        "--net",
-        f"0:mac={mac},link=br0",
-        "-n",
-        vc.nodes[0].name,
-        "-o",
-        "noop",
-        *extra,
-        name,
-        check=False,
-    )
+    res = add_instance(vc, name, vc.nodes[0].name, "--net", f"0:mac={mac},link=br0", *extra)
     assert res.returncode == 0, res.stderr
 
 

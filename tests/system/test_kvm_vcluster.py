@@ -21,11 +21,13 @@ from corral.demotools import log_size
 from corral.hypervisor.kvm.model import disk_serial
 from corral.vcluster.model import BIN
 from tests.system.kvmtools import (
+    add_instance,
     devices_lines,
     gnt,
     hmp,
     instance_files,
     ip,
+    kvm_vcluster,
     ping,
     qemu_pids,
     routes,
@@ -56,32 +58,12 @@ def guest() -> testguest.GuestImage:
 def vc(
     tmp_path_factory: pytest.TempPathFactory, guest: testguest.GuestImage
 ) -> Iterator[vcl.VCluster]:
-    with vcl.virtual_cluster(2, base=tmp_path_factory.mktemp("kvm") / "vc") as c:
-        gnt(c, *guest.enable_kvm_argv())
+    with kvm_vcluster(2, tmp_path_factory.mktemp("kvm") / "vc", guest) as c:
         yield c
 
 
 def add(vc: vcl.VCluster, name: str, node: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return gnt(
-        vc,
-        "gnt-instance",
-        "add",
-        "-t",
-        "file",
-        "--disk",
-        "0:size=16M",
-        "-B",
-        "memory=128M",
-        "-n",
-        node,
-        "--no-name-check",
-        "--no-ip-check",
-        "-o",
-        "noop",
-        *extra,
-        name,
-        check=False,
-    )
+    return add_instance(vc, name, node, "--no-name-check", "--no-ip-check", *extra)
 
 
 def status(vc: vcl.VCluster, name: str) -> str:

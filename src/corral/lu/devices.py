@@ -91,7 +91,8 @@ def _check_keys(field: str, p: dict[str, Any], allowed: tuple[str, ...]) -> None
         )
 
 
-def _mac(cfg: ConfigWriter, field: str, value: Any, taken: set[str]) -> str:
+def check_mac(cfg: ConfigWriter, field: str, value: Any, taken: set[str]) -> str:
+    """A requested MAC, lower-cased: auto/generate, or unique and unicast (then taken)."""
     import re
 
     mac = str(value).lower()
@@ -160,7 +161,7 @@ def build_nic(
         if base is not None and str(p["mac"]).lower() == base.mac:
             nic.mac = base.mac  # its own MAC: no change, not "in use"
         else:
-            nic.mac = _mac(cfg, field, p["mac"], taken_macs)
+            nic.mac = check_mac(cfg, field, p["mac"], taken_macs)
     if "name" in p:
         nic.name = None if p["name"] in (None, "", "none") else str(p["name"])
     return nic

@@ -12,6 +12,7 @@ import os
 from corral import hypervisor, objects, params
 from corral.errors import ECode, OpExecError, OpPrereqError, ParameterError
 from corral.locking import Level
+from corral.lu import devices
 from corral.lu import os as os_lu
 from corral.lu.base import LogicalUnit, register
 from corral.lu.common import (
@@ -140,15 +141,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
                 raise ParameterError(f"{field}.ip", "IP pools need a network with a pool")
             if filled.mode == "routed" and not ip:
                 raise ParameterError(f"{field}.ip", "routed NICs need an IP address")
-            mac = nd.mac.lower()
-            if mac not in ("auto", "generate"):
-                if mac in seen_macs or cfg.mac_in_use(mac):
-                    raise OpPrereqError(
-                        f"{field}: MAC address {mac} already in use in the cluster", ECode.NOTUNIQUE
-                    )
-                if int(mac.split(":")[0], 16) & 1:
-                    raise ParameterError(f"{field}.mac", f"{mac} is a multicast address")
-                seen_macs.add(mac)
+            mac = devices.check_mac(cfg, field, nd.mac, seen_macs)
             self.nics.append(
                 NIC(mac=mac, ip=ip, network=net_uuid, nicparams=nicparams, name=nd.name)
             )

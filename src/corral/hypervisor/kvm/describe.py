@@ -28,7 +28,7 @@ from corral.hypervisor.kvm.model import (
 )
 from corral.hypervisor.kvm.params import KVM_PARAMS, KvmHvParams
 from corral.hypervisor.kvm.runtime import BlockDevice, KvmRuntime, RuntimeDisk, RuntimeNic
-from corral.rpc.types import InstanceSpec
+from corral.rpc.types import DiskSpec, InstanceSpec, NicSpec
 
 
 def hv_params(raw: dict[str, Any]) -> KvmHvParams:
@@ -38,6 +38,35 @@ def hv_params(raw: dict[str, Any]) -> KvmHvParams:
         return msgspec.convert(known, KvmHvParams, strict=False)
     except msgspec.ValidationError as err:
         raise HypervisorError(f"invalid KVM parameters: {err}", ECode.INVAL) from None
+
+
+def runtime_nic(nic: NicSpec, hvinfo: HvInfo) -> RuntimeNic:
+    """A NIC as the runtime file records it (at start and on hot-add)."""
+    return RuntimeNic(
+        mac=nic.mac,
+        ip=nic.ip,
+        name=nic.name,
+        network=nic.network.get("NETWORK_UUID") if nic.network else None,
+        nicparams=msgspec.structs.asdict(nic.nicparams),
+        uuid=nic.uuid,
+        netinfo=dict(nic.network) or None,
+        hvinfo=hvinfo,
+    )
+
+
+def runtime_disk(disk: DiskSpec, index: int, hvinfo: HvInfo, path: str) -> RuntimeDisk:
+    """A disk as the runtime file records it (at start and on hot-add)."""
+    return RuntimeDisk(
+        dev_type=disk.dev_type,
+        logical_id=["loop", path],
+        size=disk.size,
+        mode=disk.mode,
+        uuid=disk.uuid,
+        iv_name=f"disk/{index}",
+        name=disk.name,
+        params=dict(disk.params),
+        hvinfo=hvinfo,
+    )
 
 
 def initial_runtime(
@@ -54,32 +83,8 @@ def initial_runtime(
         if not d.path:
             raise HypervisorError(f"disk {i} of {spec.name} has no path", ECode.INVAL)
         info = disk_hvinfo(hv.disk_type, d.uuid, i, used)
-        rd = RuntimeDisk(
-            dev_type=d.dev_type,
-            logical_id=["loop", d.path],
-            size=d.size,
-            mode=d.mode,
-            uuid=d.uuid,
-            iv_name=f"disk/{i}",
-            name=d.name,
-            params=dict(d.params),
-            hvinfo=info,
-        )
-        disks.append(BlockDevice(disk=rd, link=d.path, uri=None))
-    nics: list[RuntimeNic] = []
-    for n in spec.nics:
-        nics.append(
-            RuntimeNic(
-                mac=n.mac,
-                ip=n.ip,
-                name=n.name,
-                network=n.network.get("NETWORK_UUID") if n.network else None,
-                nicparams=msgspec.structs.asdict(n.nicparams),
-                uuid=n.uuid,
-                netinfo=dict(n.network) or None,
-                hvinfo=nic_hvinfo(hv.nic_type, n.uuid, used),
-            )
-        )
+        disks.append(BlockDevice(disk=runtime_disk(d, i, info, d.path), link=d.path, uri=None))
+    nics = [runtime_nic(n, nic_hvinfo(hv.nic_type, n.uuid, used)) for n in spec.nics]
     m = Machine(
         name=spec.name,
         uuid=spec.uuid,

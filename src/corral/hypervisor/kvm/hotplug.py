@@ -27,10 +27,10 @@ import msgspec
 
 from corral.errors import ECode, HotplugError, HypervisorError
 from corral.hypervisor.kvm import cmdline, hotplan, runtime
+from corral.hypervisor.kvm.describe import runtime_disk, runtime_nic
 from corral.hypervisor.kvm.files import KvmFiles
 from corral.hypervisor.kvm.launch import nic_spec
 from corral.hypervisor.kvm.model import (
-    HvInfo,
     Machine,
     MachineDisk,
     MachineNic,
@@ -146,19 +146,6 @@ async def unplug(ctx: HotContext, dev_id: str) -> bool:
 # --- NICs ------------------------------------------------------------------------------
 
 
-def _runtime_nic(nic: NicSpec, hvinfo: HvInfo) -> runtime.RuntimeNic:
-    return runtime.RuntimeNic(
-        mac=nic.mac,
-        ip=nic.ip,
-        name=nic.name,
-        network=nic.network.get("NETWORK_UUID") if nic.network else None,
-        nicparams=msgspec.structs.asdict(nic.nicparams),
-        uuid=nic.uuid,
-        netinfo=dict(nic.network) or None,
-        hvinfo=hvinfo,
-    )
-
-
 def _insert(items: list[Any], seq: int, item: Any) -> None:
     items.insert(max(0, min(seq, len(items))), item)
 
@@ -184,7 +171,7 @@ async def add_nic(
     hvinfo = hotplan.new_nic_hvinfo(
         ctx.hv, nic.uuid, slot if slot is not None else await ctx.free_slot()
     )
-    rnic = _runtime_nic(nic, hvinfo)
+    rnic = runtime_nic(nic, hvinfo)
     tap = open_tap(vnet_hdr=ctx.hv.vnet_hdr)
     vhost_fd: int | None = None
     env = nicenv.ifup_env(ctx.name, ctx.tags, nic_spec(rnic, seq), tap.name)
@@ -295,7 +282,7 @@ async def modify_nic(ctx: HotContext, nic: NicSpec, seq: int) -> HotplugResult:
         )
     index = ctx.rt.nics.index(recorded)
     old_env = nicenv.ifup_env(ctx.name, ctx.tags, nic_spec(recorded, index), tap)
-    new = _runtime_nic(nic, recorded.hvinfo)
+    new = runtime_nic(nic, recorded.hvinfo)
     new_env = nicenv.ifup_env(ctx.name, ctx.tags, nic_spec(new, seq), tap)
     if (new.nicparams, new.ip, new.netinfo) == (recorded.nicparams, recorded.ip, recorded.netinfo):
         # Nothing about the wiring changed (a rename): don't blip the guest's link.
@@ -328,20 +315,6 @@ async def modify_nic(ctx: HotContext, nic: NicSpec, seq: int) -> HotplugResult:
 
 
 # --- disks -----------------------------------------------------------------------------
-
-
-def _runtime_disk(disk: DiskSpec, seq: int, hvinfo: HvInfo, path: str) -> runtime.RuntimeDisk:
-    return runtime.RuntimeDisk(
-        dev_type=disk.dev_type,
-        logical_id=["loop", path],
-        size=disk.size,
-        mode=disk.mode,
-        uuid=disk.uuid,
-        iv_name=f"disk/{seq}",
-        name=disk.name,
-        params=dict(disk.params),
-        hvinfo=hvinfo,
-    )
 
 
 async def _fdsets_of(ctx: HotContext, dev_id: str) -> list[int]:
@@ -416,7 +389,7 @@ async def add_disk(ctx: HotContext, disk: DiskSpec, seq: int, path: str) -> Hotp
         _insert(
             ctx.rt.disks,
             seq,
-            runtime.BlockDevice(disk=_runtime_disk(disk, seq, hvinfo, path), link=path),
+            runtime.BlockDevice(disk=runtime_disk(disk, seq, hvinfo, path), link=path),
         )
         ctx.save()
         ctx.commit()
