@@ -193,7 +193,7 @@ def test_disk_hot_add_grow_and_remove(vc: vcl.VCluster) -> None:
     assert image.stat().st_size == 48 << 20
     off = log_size(node, "hot1")
     modify(vc, "hot1", "-f", "--disk", "data:remove")
-    line = wait_for(node, "hot1", off, lambda d: serial not in d.serials)
+    line = wait_for(node, "hot1", off, lambda d: serial not in d.serials and len(d.blk) == 1)
     assert len(line.blk) == 1
     assert not image.exists(), "the removed disk's image is still there"
 
@@ -229,6 +229,15 @@ def test_no_hotplug_defers_changes_to_the_next_start(vc: vcl.VCluster) -> None:
     assert all(MAC_3 not in d.macs for d in devices_lines(node, "hot1", off))
     refused = modify(vc, "hot1", "-f", "--no-hotplug", "--disk", "1:remove", check=False)
     assert refused.returncode != 0 and "without hotplug" in refused.stdout + refused.stderr
+
+    # The cluster's switch sets the default: off, a plain modify defers too.
+    gnt(vc, "gnt-cluster", "modify", "--hotplug-by-default=no")
+    try:
+        res = modify(vc, "hot1", "--net", "add:mac=aa:00:00:5c:00:0a,link=br0")
+        assert "hotplug:deferred" in res.stdout, res.stdout
+        modify(vc, "hot1", "-f", "--net", "2:remove")
+    finally:
+        gnt(vc, "gnt-cluster", "modify", "--hotplug-by-default=yes")
 
     off = log_size(node, "hot1")
     gnt(vc, "gnt-instance", "reboot", "--type=full", "hot1")

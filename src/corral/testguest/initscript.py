@@ -110,7 +110,9 @@ while :; do
 		s=${s//[^A-Za-z0-9._:-]/_}
 		# 512-byte sectors; an online resize changes it, so the report too
 		z=""
-		read -r z < "$d/size"
+		{ read -r z < "$d/size"; } 2>/dev/null
+		# a disk being unplugged right now: not listed (it is going away)
+		[ -n "$z" ] || continue
 		blk="$blk${blk:+,}$n/$s/$z"
 	done
 	now="net=$net blk=$blk"
