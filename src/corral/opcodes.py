@@ -321,6 +321,64 @@ class OpInstanceGrowDisk(OpCode, frozen=True, kw_only=True):
     ignore_ipolicy: bool = False
 
 
+MigrationMode = Literal["live", "non-live"]
+
+
+class OpInstanceMigrate(OpCode, frozen=True, kw_only=True):
+    """Live (or non-live) migration to another node; shared storage or diskless only.
+
+    ``mode``/``live``: Ganeti's two spellings (``live=False`` = ``non-live``);
+    neither: the instance's ``migration_mode`` hypervisor parameter. ``cleanup``
+    resolves a half-finished migration from what both nodes report.
+    """
+
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    mode: MigrationMode | None = None
+    live: bool | None = None
+    target_node: Name | None = None
+    cleanup: bool = False
+    allow_failover: bool = False
+    iallocator: str | None = None
+    ignore_ipolicy: bool = False
+    allow_runtime_changes: bool = True
+
+
+class OpInstanceFailover(OpCode, frozen=True, kw_only=True):
+    """Stop on the primary (if reachable), start on the target: shared storage only."""
+
+    DSC_FIELD = "instance_name"
+    instance_name: Name
+    ignore_consistency: bool = False
+    shutdown_timeout: Seconds = 120.0
+    target_node: Name | None = None
+    iallocator: str | None = None
+    ignore_ipolicy: bool = False
+
+
+class OpNodeMigrate(OpCode, frozen=True, kw_only=True):
+    """Migrate every primary instance off a node (one job per instance)."""
+
+    DSC_FIELD = "node_name"
+    node_name: Name
+    mode: MigrationMode | None = None
+    live: bool | None = None
+    target_node: Name | None = None
+    iallocator: str | None = None
+    ignore_ipolicy: bool = False
+
+
+class OpNodeEvacuate(OpCode, frozen=True, kw_only=True):
+    """Move instances off a node; only ``primary-only`` exists with shared storage."""
+
+    DSC_FIELD = "node_name"
+    node_name: Name
+    mode: Literal["primary-only", "secondary-only", "all"] = "all"
+    remote_node: Name | None = None
+    iallocator: str | None = None
+    early_release: bool = False
+
+
 class OpInstanceQueryData(OpCode, frozen=True, kw_only=True):
     instances: list[str] = []
     static: bool = False
@@ -373,6 +431,10 @@ AnyOpCode = (
     | OpInstanceReinstall
     | OpInstanceSetParams
     | OpInstanceGrowDisk
+    | OpInstanceMigrate
+    | OpInstanceFailover
+    | OpNodeMigrate
+    | OpNodeEvacuate
     | OpOsDiagnose
 )
 

@@ -188,6 +188,46 @@ async def hotplug_supported(b: NodeBackend, args: t.HotplugSupportedArgs) -> t.H
     return await b.hv(inst.hypervisor).hotplug_supported(inst)
 
 
+@handler(defs.MIGRATION_INFO)
+async def migration_info(b: NodeBackend, args: t.InstanceNameArgs) -> t.MigrationInfo:
+    return t.MigrationInfo(data=await b.hv(args.hypervisor).migration_info(args.name))
+
+
+@handler(defs.ACCEPT_INSTANCE)
+async def accept_instance(b: NodeBackend, args: t.AcceptInstanceArgs) -> t.Empty:
+    inst = b.local_instance(args.instance)
+    hv = b.hv(inst.hypervisor)
+    hv.verify_params(inst.hvparams)
+    await hv.accept_instance(inst, args.info.data, args.address, args.port)
+    return t.Empty()
+
+
+@handler(defs.INSTANCE_MIGRATE)
+async def instance_migrate(b: NodeBackend, args: t.InstanceMigrateArgs) -> t.Empty:
+    inst = args.instance
+    await b.hv(inst.hypervisor).migrate(inst, args.address, args.port, args.live)
+    return t.Empty()
+
+
+@handler(defs.INSTANCE_MIGRATION_STATUS)
+async def instance_migration_status(b: NodeBackend, args: t.InstanceNameArgs) -> t.MigrationStatus:
+    return await b.hv(args.hypervisor).migration_status(args.name)
+
+
+@handler(defs.FINALIZE_MIGRATION_DST)
+async def finalize_migration_dst(b: NodeBackend, args: t.FinalizeMigrationArgs) -> t.Empty:
+    inst = b.local_instance(args.instance)
+    await b.hv(inst.hypervisor).finalize_migration_dst(inst, args.success, args.live)
+    return t.Empty()
+
+
+@handler(defs.FINALIZE_MIGRATION_SRC)
+async def finalize_migration_src(b: NodeBackend, args: t.FinalizeMigrationArgs) -> t.Empty:
+    inst = b.local_instance(args.instance)
+    await b.hv(inst.hypervisor).finalize_migration_src(inst, args.success, args.live)
+    return t.Empty()
+
+
 @handler(defs.HOOKS_RUNNER)
 async def hooks_runner(b: NodeBackend, args: t.HooksRunArgs) -> t.HooksResult:
     results = await hooks.run_hooks(b.paths.hooks_dir, args.hpath, args.phase, args.env)

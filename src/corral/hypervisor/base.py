@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
-from corral.errors import HotplugError
+from corral.errors import ECode, HotplugError, HypervisorError
 from corral.params import ParamGroup
 from corral.paths import Paths
 from corral.rpc.types import (
@@ -24,6 +24,7 @@ from corral.rpc.types import (
     HotplugSupportResult,
     InstanceRuntime,
     InstanceSpec,
+    MigrationStatus,
 )
 
 
@@ -86,6 +87,30 @@ class Hypervisor(abc.ABC):
     async def disk_grown(self, inst: InstanceSpec, disk: DiskSpec, new_size: int) -> bool:
         """Tell a running ``inst`` that ``disk`` grew to ``new_size`` MiB; False: not running."""
         return False
+
+    # --- migration (Ganeti's MigrationInfo/AcceptInstance/MigrateInstance/Finalize*) ---
+    async def migration_info(self, name: str) -> str:
+        """What the target needs to rebuild the running machine."""
+        raise HypervisorError(f"the {self.NAME} hypervisor cannot migrate", ECode.INVAL)
+
+    async def accept_instance(self, inst: InstanceSpec, info: str, address: str, port: int) -> None:
+        """Target: be ready to receive ``inst`` on ``address:port``."""
+        raise HypervisorError(f"the {self.NAME} hypervisor cannot migrate", ECode.INVAL)
+
+    async def migrate(self, inst: InstanceSpec, address: str, port: int, live: bool) -> None:
+        """Source: start sending; returns at once (see :meth:`migration_status`)."""
+        raise HypervisorError(f"the {self.NAME} hypervisor cannot migrate", ECode.INVAL)
+
+    async def migration_status(self, name: str) -> MigrationStatus:
+        raise HypervisorError(f"the {self.NAME} hypervisor cannot migrate", ECode.INVAL)
+
+    async def finalize_migration_dst(self, inst: InstanceSpec, success: bool, live: bool) -> None:
+        """Target: after success check it runs; after failure remove what accept made."""
+        raise HypervisorError(f"the {self.NAME} hypervisor cannot migrate", ECode.INVAL)
+
+    async def finalize_migration_src(self, inst: InstanceSpec, success: bool, live: bool) -> None:
+        """Source: after success stop the old copy; after failure make sure it runs on."""
+        raise HypervisorError(f"the {self.NAME} hypervisor cannot migrate", ECode.INVAL)
 
     def memory_used(self, running: dict[str, InstanceRuntime]) -> int:
         return sum(r.memory for r in running.values())

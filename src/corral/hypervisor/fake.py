@@ -15,10 +15,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from corral.errors import HypervisorError
+from corral.errors import ECode, HypervisorError
 from corral.hypervisor.base import Hypervisor
 from corral.params import ParamGroup
-from corral.rpc.types import InstanceRuntime, InstanceSpec
+from corral.paths import Paths
+from corral.rpc.types import InstanceRuntime, InstanceSpec, MigrationStatus
 
 
 class FakeHvParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -53,6 +54,10 @@ class FakeHypervisor(Hypervisor):
     NAME = "fake"
     ATTACHES_NICS = False
     PARAMS = ParamGroup("hv/fake", FakeHvParams)
+
+    def __init__(self, paths: Paths) -> None:
+        super().__init__(paths)
+        self._incoming: dict[str, str] = {}
 
     @property
     def state_dir(self) -> str:
@@ -116,6 +121,38 @@ class FakeHypervisor(Hypervisor):
 
     async def instance_info(self, name: str) -> InstanceRuntime | None:
         return self._read(name)
+
+    # Migration: the state file is the whole "machine"; the target writes its own
+    # when the source says the memory has arrived.
+    async def migration_info(self, name: str) -> str:
+        try:
+            with open(self._file(name), "rb") as f:
+                return f.read().decode()
+        except FileNotFoundError:
+            raise HypervisorError(f"instance {name} is not running", ECode.STATE) from None
+
+    async def accept_instance(self, inst: InstanceSpec, info: str, address: str, port: int) -> None:
+        if os.path.exists(self._file(inst.name)):
+            raise HypervisorError(f"instance {inst.name} already runs here", ECode.STATE)
+        self._incoming[inst.name] = info
+
+    async def migrate(self, inst: InstanceSpec, address: str, port: int, live: bool) -> None:
+        if await self.instance_info(inst.name) is None:
+            raise HypervisorError(f"instance {inst.name} is not running", ECode.STATE)
+
+    async def migration_status(self, name: str) -> MigrationStatus:
+        return MigrationStatus(status="completed", total_time_ms=0, downtime_ms=0)
+
+    async def finalize_migration_dst(self, inst: InstanceSpec, success: bool, live: bool) -> None:
+        info = self._incoming.pop(inst.name, None)
+        if success and info is not None:
+            os.makedirs(self.state_dir, exist_ok=True)
+            with open(self._file(inst.name), "w") as f:
+                f.write(info)
+
+    async def finalize_migration_src(self, inst: InstanceSpec, success: bool, live: bool) -> None:
+        if success:
+            await self.stop(inst, force=True, timeout=0)
 
     async def all_instances_info(self) -> dict[str, InstanceRuntime]:
         try:

@@ -5,6 +5,7 @@ from corral.lu import (  # noqa: F401
     instance,
     instance_console,
     instance_create,
+    instance_migrate,
     instance_set_params,
     node,
     os,

@@ -149,6 +149,54 @@ HOTPLUG_SUPPORTED = _call(
     t.HotplugSupportResult,
     "Which live device changes the running instance cannot take (error: not running).",
 )
+MIGRATION_INFO = _call(
+    "migration_info",
+    False,
+    Timeout.FAST,
+    t.InstanceNameArgs,
+    t.MigrationInfo,
+    "The source's description of a running instance, for the migration target.",
+)
+ACCEPT_INSTANCE = _call(
+    "accept_instance",
+    False,
+    Timeout.NORMAL,
+    t.AcceptInstanceArgs,
+    t.Empty,
+    "Target: start the instance waiting for an incoming migration.",
+)
+INSTANCE_MIGRATE = _call(
+    "instance_migrate",
+    False,
+    Timeout.FAST,
+    t.InstanceMigrateArgs,
+    t.Empty,
+    "Source: start sending the instance to the target (returns at once).",
+)
+INSTANCE_MIGRATION_STATUS = _call(
+    "instance_get_migration_status",
+    False,
+    Timeout.URGENT,
+    t.InstanceNameArgs,
+    t.MigrationStatus,
+    "Source: progress of the running migration.",
+)
+FINALIZE_MIGRATION_DST = _call(
+    "instance_finalize_migration_dst",
+    False,
+    Timeout.NORMAL,
+    t.FinalizeMigrationArgs,
+    t.Empty,
+    "Target: check the instance runs and finish its network (or clean up on failure).",
+)
+FINALIZE_MIGRATION_SRC = _call(
+    "instance_finalize_migration_src",
+    False,
+    Timeout.NORMAL,
+    t.FinalizeMigrationArgs,
+    t.Empty,
+    "Source: stop the old copy after success, or resume it after a failure.",
+)
 HOOKS_RUNNER = _call(
     "hooks_runner",
     True,

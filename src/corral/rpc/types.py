@@ -216,6 +216,54 @@ class DiskGrowResult(Record, frozen=True, kw_only=True):
     live: bool  # the running instance was told (block_resize)
 
 
+# --- migration ----------------------------------------------------------------------
+
+
+class MigrationInfo(Record, frozen=True, kw_only=True):
+    """What the target needs to rebuild the running machine (KVM: the runtime file)."""
+
+    data: str
+
+
+class AcceptInstanceArgs(Record, frozen=True, kw_only=True):
+    """Start the target side paused, waiting for the memory on ``address:port``.
+
+    ``instance`` carries the config's view (disk paths as cluster-wide paths);
+    the machine itself comes from ``info``, so it is identical to the source's.
+    """
+
+    instance: InstanceSpec
+    info: MigrationInfo
+    address: str
+    port: int
+
+
+class InstanceMigrateArgs(Record, frozen=True, kw_only=True):
+    instance: InstanceSpec
+    address: str
+    port: int
+    live: bool = True
+
+
+class MigrationStatus(Record, frozen=True, kw_only=True):
+    """QEMU's ``query-migrate``, typed."""
+
+    status: str  # none, setup, active, postcopy-active, completed, failed, cancelled, …
+    transferred: int = 0  # bytes
+    remaining: int = 0
+    total: int = 0
+    mbps: float = 0.0
+    total_time_ms: int | None = None
+    downtime_ms: int | None = None
+    error: str = ""
+
+
+class FinalizeMigrationArgs(Record, frozen=True, kw_only=True):
+    instance: InstanceSpec
+    success: bool
+    live: bool = True
+
+
 class DiskCreateArgs(Record, frozen=True, kw_only=True):
     disk: DiskSpec
     instance_name: str

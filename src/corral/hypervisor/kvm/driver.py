@@ -18,7 +18,16 @@ from typing import Any, ClassVar, Literal
 
 from corral.errors import ECode, HotplugError, HypervisorError
 from corral.hypervisor.base import Hypervisor
-from corral.hypervisor.kvm import cmdline, hotplan, hotplug, launch, probe, runtime, verify
+from corral.hypervisor.kvm import (
+    cmdline,
+    hotplan,
+    hotplug,
+    launch,
+    migration,
+    probe,
+    runtime,
+    verify,
+)
 from corral.hypervisor.kvm.describe import (
     hv_params,
     initial_runtime,
@@ -36,6 +45,7 @@ from corral.rpc.types import (
     HotplugSupportResult,
     InstanceRuntime,
     InstanceSpec,
+    MigrationStatus,
     NicSpec,
     RuntimeDiskInfo,
     RuntimeNicInfo,
@@ -221,6 +231,7 @@ class KvmHypervisor(Hypervisor):
         *,
         paused: bool = False,
         incoming: str | None = None,
+        defer_modes: tuple[str, ...] = (),
     ) -> None:
         self.files.ensure()
         name = instance_name(rt)
@@ -233,7 +244,7 @@ class KvmHypervisor(Hypervisor):
             # Saved first: if anything below fails, _terminate undoes it from this file.
             runtime.save(self.files.runtime(name), rt)
             disk_fds = launch.open_disks(rt, opened)
-            nic_fds = await launch.open_nics(self.files, rt, m, tags, opened)
+            nic_fds = await launch.open_nics(self.files, rt, m, tags, opened, defer_modes)
             argv = cmdline.exec_argv(m, nic_fds, disk_fds, paused=paused, incoming=incoming)
             await launch.exec_qemu(argv, opened.fds)
             opened.close_fds()  # QEMU holds its own copies now
@@ -373,6 +384,25 @@ class KvmHypervisor(Hypervisor):
                 return False
             ctx = await self._hot_context(inst.name, inst.tags)
             return await hotplug.resize_disk(ctx, disk.uuid, new_size)
+
+    # --- migration --------------------------------------------------------
+    async def migration_info(self, name: str) -> str:
+        return await migration.migration_info(self, name)
+
+    async def accept_instance(self, inst: InstanceSpec, info: str, address: str, port: int) -> None:
+        await migration.accept(self, inst, info, address, port)
+
+    async def migrate(self, inst: InstanceSpec, address: str, port: int, live: bool) -> None:
+        await migration.migrate(self, inst, address, port, live)
+
+    async def migration_status(self, name: str) -> MigrationStatus:
+        return await migration.status(self, name)
+
+    async def finalize_migration_dst(self, inst: InstanceSpec, success: bool, live: bool) -> None:
+        await migration.finalize_dst(self, inst, success, live)
+
+    async def finalize_migration_src(self, inst: InstanceSpec, success: bool, live: bool) -> None:
+        await migration.finalize_src(self, inst, success, live)
 
     # --- state ------------------------------------------------------------
     async def _query_state(self, name: str) -> str | None:

@@ -85,7 +85,10 @@ async def open_nics(
     m: Machine,
     tags: list[str],
     opened: Opened,
+    defer_modes: tuple[str, ...] = (),
 ) -> list[cmdline.NicFds]:
+    """Open a tap per NIC and run kvm-ifup, except for NICs in ``defer_modes``
+    (a migration target wires routed NICs only once the VM runs there)."""
     out: list[cmdline.NicFds] = []
     for i, nic in enumerate(rt.nics):
         tap = open_tap(vnet_hdr=m.hv.vnet_hdr)
@@ -102,8 +105,9 @@ async def open_nics(
             opened.fds.append(vhost_fd)
         # Recorded before kvm-ifup: a half-done ifup is undone by kvm-ifdown too.
         nicfiles.write_tap(files.nic_dir, m.name, nic.uuid, i, tap.name)
-        env = nicenv.ifup_env(m.name, tags, nic_spec(nic, i), tap.name)
-        await runner.run_ifup(None, env, tap.name)
+        if nic.nicparams.get("mode") not in defer_modes:
+            env = nicenv.ifup_env(m.name, tags, nic_spec(nic, i), tap.name)
+            await runner.run_ifup(None, env, tap.name)
         out.append(cmdline.NicFds(fd=tap.fd, vnet_hdr=tap.vnet_hdr, vhost_fd=vhost_fd))
     return out
 
@@ -194,3 +198,16 @@ async def deconfigure(
             continue
         env = nicenv.ifup_env(name, [], nic_spec(nic, i), tap)
         await runner.run_ifdown(None, env, tap, context)
+
+
+async def configure_deferred(
+    rt: runtime.KvmRuntime, files: KvmFiles, name: str, tags: list[str], modes: tuple[str, ...]
+) -> None:
+    """Run the kvm-ifup that :func:`open_nics` deferred for NICs in ``modes``."""
+    for i, nic in enumerate(rt.nics):
+        if nic.nicparams.get("mode") not in modes:
+            continue
+        tap = nicfiles.read_tap(files.nic_dir, name, nic.uuid)
+        if tap is None:
+            raise HypervisorError(f"no tap recorded for NIC {i} of {name}", ECode.STATE)
+        await runner.run_ifup(None, nicenv.ifup_env(name, tags, nic_spec(nic, i), tap), tap)
