@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from corral import opcodes
 from corral.cli import common as cli_common
-from corral.cli import gnt_instance
+from corral.cli import gnt_instance, gnt_node
 from corral.cli.common import (
     fields_option,
     format_unit,
@@ -23,7 +23,7 @@ from corral.cli.common import (
     parse_keyval,
     split_escaped,
 )
-from corral.errors import ECode, ParameterError
+from corral.errors import ECode, OpExecError, ParameterError
 
 # --- parse_keyval ----------------------------------------------------------------------------
 
@@ -582,3 +582,408 @@ def test_grow_disk_errors(
     assert rc == ECode.INVAL.exit_code, err
     assert fake.ops == []
     assert fragment in err
+
+
+# --- gnt-instance migrate / failover, gnt-node migrate / evacuate ---------------------------
+
+_MIGRATE_Q = (
+    "Instance inst1 will be migrated. Note that migration might impact the instance if "
+    "anything goes wrong (e.g. due to bugs in the hypervisor). Continue? y/[n]"
+)
+_CLEANUP_Q = (
+    "Instance inst1 will be recovered from a failed migration. Note that the migration "
+    "procedure (including cleanup) might impact the instance if anything goes wrong"
+)
+_FAILOVER_Q = (
+    "Failover will happen to image inst1. This requires a shutdown of the instance. Continue? y/[n]"
+)
+_OFFLINE_Q = (
+    "To failover instance inst1, the source node must be marked offline first. "
+    "Is this already the case? y/[n]"
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected", "absent"),
+    [
+        (
+            [],
+            {
+                "cleanup": False,
+                "allow_failover": False,
+                "ignore_ipolicy": False,
+                "allow_runtime_changes": True,
+            },
+            ["mode", "live", "target_node", "iallocator"],
+        ),
+        (["--non-live"], {"mode": "non-live"}, ["live"]),
+        (["--migration-mode=live"], {"mode": "live"}, []),
+        (["--migration-mode", "non-live"], {"mode": "non-live"}, []),
+        (["-n", "node2"], {"target_node": "node2"}, ["iallocator"]),
+        (["--target-node", "node2"], {"target_node": "node2"}, []),
+        (["-I", "hail"], {"iallocator": "hail"}, ["target_node"]),
+        (
+            ["--allow-failover", "--ignore-ipolicy", "--no-runtime-changes"],
+            {"allow_failover": True, "ignore_ipolicy": True, "allow_runtime_changes": False},
+            [],
+        ),
+        (["--cleanup"], {"cleanup": True}, ["target_node", "mode"]),
+        (["--cleanup", "--non-live"], {"cleanup": True, "mode": "non-live"}, []),
+        (["--priority", "high"], {"priority": -10}, []),
+    ],
+)
+def test_migrate_opcode(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: dict[str, Any], absent: list[str]
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["migrate", "-f", *argv, "inst1"])
+    assert rc == 0
+    op = _only_op(fake)
+    assert op["OP_ID"] == "OP_INSTANCE_MIGRATE"
+    assert op["instance_name"] == "inst1"
+    assert {k: op[k] for k in expected} == expected
+    assert not set(absent) & set(op)
+    assert isinstance(opcodes.from_obj(op), opcodes.OpInstanceMigrate)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--non-live", "--migration-mode=live"], "Only one of the --non-live and --migration"),
+        (["--non-live", "--migration-mode=non-live"], "Only one of the --non-live"),
+        (["-n", "node2", "-I", "hail"], "Specify either an iallocator (-I), or a target node"),
+        (["--cleanup", "-n", "node2"], "--cleanup cannot be combined with -n/--target-node"),
+        (["--cleanup", "-I", "hail"], "--cleanup cannot be combined with -I/--iallocator"),
+        (["--cleanup", "--allow-failover"], "--cleanup cannot be combined with --allow-failover"),
+        (["-n", "no such node"], "target_node"),  # the opcode's check, as the master does it
+    ],
+)
+def test_migrate_bad_combinations(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    fragment: str,
+) -> None:
+    # Without -f and with a terminal that would say yes: refused all the same.
+    rc, fake = _gnt_instance(monkeypatch, ["migrate", *argv, "inst1"], stdin="y\n")
+    err = capsys.readouterr().err
+    assert rc == ECode.INVAL.exit_code, err
+    assert fake.ops == []
+    assert f"Failure: {fragment}" in err
+    # The CLI's own checks come before the question; the opcode's are the master's.
+    assert ("Continue?" in err) is (fragment == "target_node")
+
+
+@pytest.mark.parametrize(
+    "argv", [["--migration-mode=fast"], ["--live"], ["-n"], ["inst2"], ["--shutdown-timeout=1"]]
+)
+def test_migrate_usage_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as ei:
+        _gnt_instance(monkeypatch, ["migrate", "-f", *argv, "inst1"])
+    assert ei.value.code == ECode.INVAL.exit_code
+    assert "usage error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "question"), [([], _MIGRATE_Q), (["--cleanup"], _CLEANUP_Q)])
+def test_migrate_asks_ganetis_question(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    question: str,
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["migrate", *flags, "inst1"], stdin="n\n")
+    assert rc == 1 and fake.ops == []
+    assert question in capsys.readouterr().err
+    rc, fake = _gnt_instance(monkeypatch, ["migrate", *flags, "inst1"], stdin="y\n")
+    assert rc == 0 and _only_op(fake)["cleanup"] is bool(flags)
+    assert question in capsys.readouterr().err
+    # No terminal and no -f: refused, nothing submitted; -f or --dry-run: no question.
+    rc, fake = _gnt_instance(monkeypatch, ["migrate", *flags, "inst1"])
+    assert rc == ECode.INVAL.exit_code and fake.ops == []
+    assert "Refusing without --force" in capsys.readouterr().err
+    for extra in (["-f"], ["--dry-run"]):
+        rc, fake = _gnt_instance(monkeypatch, ["migrate", *extra, *flags, "inst1"])
+        assert rc == 0 and len(fake.ops) == 1
+        assert "Continue?" not in capsys.readouterr().err
+    assert fake.ops[0]["dry_run"] is True
+
+
+def test_migrate_submit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["migrate", "-f", "--submit", "inst1"])
+    assert rc == 0 and len(fake.ops) == 1
+    assert capsys.readouterr().out == "JobID: 7\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected", "absent"),
+    [
+        (
+            [],
+            {"ignore_consistency": False, "shutdown_timeout": 120.0, "ignore_ipolicy": False},
+            ["target_node", "iallocator"],
+        ),
+        (
+            ["--ignore-consistency", "--shutdown-timeout", "30", "-n", "node3"],
+            {"ignore_consistency": True, "shutdown_timeout": 30.0, "target_node": "node3"},
+            ["iallocator"],
+        ),
+        (["-I", "hail", "--ignore-ipolicy"], {"iallocator": "hail", "ignore_ipolicy": True}, []),
+    ],
+)
+def test_failover_opcode(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: dict[str, Any], absent: list[str]
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["failover", "-f", *argv, "inst1"])
+    assert rc == 0
+    op = _only_op(fake)
+    assert op["OP_ID"] == "OP_INSTANCE_FAILOVER" and op["instance_name"] == "inst1"
+    assert {k: op[k] for k in expected} == expected
+    assert not set(absent) & set(op)
+
+
+def test_failover_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["failover", "-f", "-n", "node2", "-I", "x", "inst1"])
+    assert rc == ECode.INVAL.exit_code and fake.ops == []
+    assert "Specify either an iallocator (-I), or a target node (-n)" in capsys.readouterr().err
+    rc, fake = _gnt_instance(monkeypatch, ["failover", "-f", "--shutdown-timeout=-5", "inst1"])
+    assert rc == ECode.INVAL.exit_code and fake.ops == []
+    assert "shutdown_timeout" in capsys.readouterr().err
+    for bad in (["--shutdown-timeout=soon"], ["--cleanup"], ["--non-live"]):
+        with pytest.raises(SystemExit) as ei:
+            _gnt_instance(monkeypatch, ["failover", "-f", *bad, "inst1"])
+        assert ei.value.code == ECode.INVAL.exit_code
+
+
+@pytest.mark.parametrize(
+    ("flags", "answers", "asked", "submitted"),
+    [
+        ([], "n\n", [_FAILOVER_Q], False),
+        ([], "y\n", [_FAILOVER_Q], True),
+        (["--ignore-consistency"], "y\nn\n", [_FAILOVER_Q, _OFFLINE_Q], False),
+        (["--ignore-consistency"], "y\ny\n", [_FAILOVER_Q, _OFFLINE_Q], True),
+        (["--ignore-consistency"], "n\n", [_FAILOVER_Q], False),
+    ],
+)
+def test_failover_asks_ganetis_questions(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    answers: str,
+    asked: list[str],
+    submitted: bool,
+) -> None:
+    rc, fake = _gnt_instance(monkeypatch, ["failover", *flags, "inst1"], stdin=answers)
+    err = capsys.readouterr().err
+    assert [q for q in (_FAILOVER_Q, _OFFLINE_Q) if q in err] == asked
+    assert (rc == 0) is submitted
+    assert len(fake.ops) == int(submitted)
+    rc, fake = _gnt_instance(monkeypatch, ["failover", "-f", *flags, "inst1"])
+    assert rc == 0 and len(fake.ops) == 1
+    assert "?" not in capsys.readouterr().err
+
+
+class _NodeFakeClient(_FakeClient):
+    """A master with nodes: the query of a node's instances, jobs an opcode generated."""
+
+    def __init__(
+        self,
+        result: Any,
+        lists: dict[str, list[str]],
+        failing: frozenset[int] = frozenset(),
+    ) -> None:
+        super().__init__(result)
+        self.lists = lists
+        self.failing = failing
+        self.queried: list[list[str]] = []
+        self.waited: list[int] = []
+
+    def query(
+        self, what: str, fields: list[str], qfilter: Any = None, names: list[str] | None = None
+    ) -> dict[str, Any]:
+        assert what == "node" and names == ["node1"]
+        self.queried.append(fields)
+        return {"fields": [], "data": [[[0, self.lists.get(f, [])] for f in fields]]}
+
+    def wait_for_job(self, job_id: int, feedback: Any = None) -> list[Any]:
+        if job_id == 7:
+            return [self.result]
+        self.waited.append(job_id)
+        if job_id in self.failing:
+            raise OpExecError(f"migration of the instance in job {job_id} failed")
+        return [None]
+
+
+def _gnt_node(
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    lists: dict[str, list[str]],
+    result: Any = None,
+    stdin: str | None = None,
+    failing: frozenset[int] = frozenset(),
+) -> tuple[int, _NodeFakeClient]:
+    fake = _NodeFakeClient(result, lists, failing)
+    monkeypatch.setattr(cli_common, "Client", lambda: fake)
+    monkeypatch.setattr(sys, "stdin", _Tty(stdin) if stdin is not None else io.StringIO(""))
+    return cli_common.run("gnt-node", gnt_node.COMMANDS, "test", argv), fake
+
+
+_PINST = {"pinst_list": ["inst10", "inst2"], "sinst_list": ["inst3"]}
+_JOBS = {"jobs": [[True, 8], [True, 9]]}
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], {"ignore_ipolicy": False}),
+        (["--non-live"], {"mode": "non-live"}),
+        (["--migration-mode=live", "-n", "node2"], {"mode": "live", "target_node": "node2"}),
+        (["-I", "hail", "--ignore-ipolicy"], {"iallocator": "hail", "ignore_ipolicy": True}),
+    ],
+)
+def test_node_migrate(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    expected: dict[str, Any],
+) -> None:
+    rc, fake = _gnt_node(monkeypatch, ["migrate", *argv, "node1"], _PINST, _JOBS, stdin="y\n")
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert "Migrate instance(s) inst2, inst10? y/[n]" in err
+    op = _only_op(fake)
+    assert op["OP_ID"] == "OP_NODE_MIGRATE" and op["node_name"] == "node1"
+    assert {k: op[k] for k in expected} == expected
+    assert fake.queried == [["pinst_list"]]
+    assert fake.waited == [8, 9]  # every job the opcode generated
+    assert out.splitlines()[-1] == "All instances migrated successfully."
+
+
+def test_node_migrate_reports_failed_jobs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = {"jobs": [[True, 8], [False, "cannot submit"], [True, 9], [True, 10]]}
+    rc, fake = _gnt_node(
+        monkeypatch, ["migrate", "-f", "node1"], _PINST, result, failing=frozenset({9})
+    )
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert fake.waited == [8, 9, 10]  # a failure does not stop the wait for the others
+    assert "Job 9 has failed: migration of the instance in job 9 failed" in err
+    assert "cannot submit" in err
+    assert out.splitlines()[-1] == "There were 2 errors during the node migration."
+
+
+def test_node_migrate_nothing_declined_or_bad(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, fake = _gnt_node(monkeypatch, ["migrate", "node1"], {})
+    assert rc == 0 and fake.ops == []
+    assert capsys.readouterr().out == "No primary instances on node node1, exiting.\n"
+    rc, fake = _gnt_node(monkeypatch, ["migrate", "node1"], _PINST, stdin="n\n")
+    assert rc == 1 and fake.ops == []
+    rc, fake = _gnt_node(monkeypatch, ["migrate", "node1"], _PINST)  # no terminal
+    assert rc == ECode.INVAL.exit_code and fake.ops == []
+    capsys.readouterr()
+    for bad in (["--non-live", "--migration-mode=non-live"], ["-n", "node2", "-I", "hail"]):
+        rc, fake = _gnt_node(monkeypatch, ["migrate", "-f", *bad, "node1"], _PINST)
+        assert rc == ECode.INVAL.exit_code and fake.ops == [] and fake.queried == []
+        assert capsys.readouterr().err.startswith("Failure: ")
+    rc, fake = _gnt_node(monkeypatch, ["migrate", "-f", "--submit", "node1"], _PINST, _JOBS)
+    assert rc == 0 and len(fake.ops) == 1 and fake.waited == []
+    assert capsys.readouterr().out == "JobID: 7\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "mode", "fields", "instances", "extra"),
+    [
+        ([], "all", ["pinst_list", "sinst_list"], "inst2, inst3, inst10", {}),
+        (["-p"], "primary-only", ["pinst_list"], "inst2, inst10", {}),
+        (
+            ["--primary-only", "-I", "hail"],
+            "primary-only",
+            ["pinst_list"],
+            "",
+            {"iallocator": "hail"},
+        ),
+        (["-s"], "secondary-only", ["sinst_list"], "inst3", {}),
+        (["--secondary-only"], "secondary-only", ["sinst_list"], "inst3", {}),
+        (
+            ["-n", "node3", "--early-release"],
+            "secondary-only",
+            ["sinst_list"],
+            "inst3",
+            {"remote_node": "node3", "early_release": True},
+        ),
+        (["--new-secondary", "node3", "-s"], "secondary-only", ["sinst_list"], "", {}),
+    ],
+)
+def test_node_evacuate(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    mode: str,
+    fields: list[str],
+    instances: str,
+    extra: dict[str, Any],
+) -> None:
+    rc, fake = _gnt_node(monkeypatch, ["evacuate", *argv, "node1"], _PINST, _JOBS, stdin="y\n")
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    op = _only_op(fake)
+    assert op["OP_ID"] == "OP_NODE_EVACUATE" and op["node_name"] == "node1"
+    assert op["mode"] == mode
+    assert {k: op[k] for k in extra} == extra
+    assert isinstance(opcodes.from_obj(op), opcodes.OpNodeEvacuate)
+    assert fake.queried == [fields]
+    if instances:
+        assert f"Relocate instance(s) {instances} from node(s) node1? y/[n]" in err
+    # -n alone switches to secondary instances, and says so (as Ganeti does).
+    assert ("hence evacuating secondary instances only" in err) is (argv[:1] == ["-n"])
+    assert fake.waited == [8, 9]
+    assert out.splitlines()[-1] == "All instances evacuated successfully."
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["-p", "-s"], "Only one of the --primary-only and --secondary-only"),
+        (["-p", "-n", "node3"], "cannot be combined with --primary-only"),
+        (["-n", "node3", "-I", "hail"], "Specify either an iallocator (-I)"),
+        (["-n", "bad node"], "remote_node"),
+    ],
+)
+def test_node_evacuate_errors(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    fragment: str,
+) -> None:
+    rc, fake = _gnt_node(monkeypatch, ["evacuate", "-f", *argv, "node1"], _PINST, _JOBS)
+    err = capsys.readouterr().err
+    assert rc == ECode.INVAL.exit_code, err
+    assert fake.ops == [] and fake.waited == []
+    assert fragment in err
+
+
+def test_node_evacuate_nothing_or_declined(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, fake = _gnt_node(monkeypatch, ["evacuate", "-p", "node1"], {"sinst_list": ["inst3"]})
+    assert rc == 0 and fake.ops == []
+    assert "No instances to evacuate on node(s) node1, exiting." in capsys.readouterr().err
+    rc, fake = _gnt_node(monkeypatch, ["evacuate", "node1"], _PINST, stdin="n\n")
+    assert rc == 1 and fake.ops == []
+    rc, fake = _gnt_node(
+        monkeypatch,
+        ["evacuate", "-f", "node1"],
+        _PINST,
+        {"jobs": [[True, 8]]},
+        failing=frozenset({8}),
+    )
+    assert rc == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "There were 1 errors during the evacuation."

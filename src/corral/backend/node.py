@@ -228,6 +228,14 @@ async def finalize_migration_src(b: NodeBackend, args: t.FinalizeMigrationArgs) 
     return t.Empty()
 
 
+@handler(defs.NODE_CLEANUP_STALE)
+async def node_cleanup_stale(b: NodeBackend, args: t.NodeCleanupArgs) -> t.NodeCleanupResult:
+    cleaned: list[t.CleanedInstance] = []
+    for name in args.hypervisors:
+        cleaned += await b.hv(name).cleanup_stale(args.instances)
+    return t.NodeCleanupResult(cleaned=cleaned)
+
+
 @handler(defs.HOOKS_RUNNER)
 async def hooks_runner(b: NodeBackend, args: t.HooksRunArgs) -> t.HooksResult:
     results = await hooks.run_hooks(b.paths.hooks_dir, args.hpath, args.phase, args.env)

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from corral.cli import console, modify, reinstall
+from corral.cli import console, migrate, modify, reinstall
 from corral.cli.common import (
     EXIT_SUCCESS,
     Command,
@@ -438,6 +438,13 @@ COMMANDS = [
     Command("modify", modify.run, modify.setup, "change NICs, disks or parameters of an instance"),
     Command("grow-disk", modify.run_grow_disk, modify.setup_grow_disk, "grow an instance disk"),
     Command("console", console.run, console.setup, "connect to the console of an instance"),
+    Command("migrate", migrate.run_migrate, migrate.setup_migrate, "migrate an instance (live)"),
+    Command(
+        "failover",
+        migrate.run_failover,
+        migrate.setup_failover,
+        "stop an instance and start it on another node",
+    ),
     *tag_commands("instance", "an instance"),
 ]
 

@@ -6,14 +6,18 @@ Layer: CLI.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from corral.cli.common import (
+    EXIT_FAILURE,
     EXIT_SUCCESS,
     Command,
+    UsageError,
     add_list_options,
     add_submit_options,
     cli_main,
+    confirm,
     format_unit,
     list_command,
     list_fields_command,
@@ -21,8 +25,17 @@ from corral.cli.common import (
     setup_list_fields,
     submit_or_wait,
 )
+from corral.cli.migrate import (
+    add_migration_mode_options,
+    add_target_options,
+    check_one_target,
+    follow_jobs,
+    migration_mode,
+    nice_sort,
+)
 from corral.cli.tags import tag_commands
 from corral.client import Client
+from corral.errors import ECode
 
 DEFAULT_FIELDS = ["name", "dtotal", "dfree", "mtotal", "mnode", "mfree", "pinst_cnt", "sinst_cnt"]
 
@@ -188,6 +201,144 @@ def cmd_modify(client: Client, args: argparse.Namespace) -> int:
     return EXIT_SUCCESS
 
 
+# --- migrate / evacuate: one opcode, which generates a job per instance ---------------------
+
+
+def _node_instances(client: Client, node: str, fields: list[str]) -> list[str]:
+    """The instances in the node's ``fields`` (``pinst_list``, ``sinst_list``), sorted."""
+    names: list[str] = []
+    for row in client.query("node", fields, None, [node])["data"]:
+        for status, value in row:
+            if status == 0 and isinstance(value, list):
+                names.extend(str(v) for v in value)
+    return nice_sort(list(dict.fromkeys(names)))
+
+
+def _setup_migrate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    add_migration_mode_options(p)
+    add_target_options(p, "migrate the instances")
+    add_submit_options(p, dry_run=False)
+
+
+def cmd_migrate(client: Client, args: argparse.Namespace) -> int:
+    mode = migration_mode(args.non_live, args.migration_mode)
+    check_one_target(args.target_node, args.iallocator)
+    instances = _node_instances(client, args.node, ["pinst_list"])
+    if not instances:
+        print(f"No primary instances on node {args.node}, exiting.")
+        return EXIT_SUCCESS
+    if not confirm(f"Migrate instance(s) {', '.join(instances)}?", args.force):
+        return EXIT_FAILURE
+    op: dict[str, Any] = {
+        "OP_ID": "OP_NODE_MIGRATE",
+        "node_name": args.node,
+        "ignore_ipolicy": args.ignore_ipolicy,
+        **op_common(args),
+    }
+    for key, value in (
+        ("mode", mode),
+        ("target_node", args.target_node),
+        ("iallocator", args.iallocator),
+    ):
+        if value:
+            op[key] = value
+    result = submit_or_wait(client, [op], args)
+    if args.submit:
+        return EXIT_SUCCESS
+    _, failed = follow_jobs(client, result)
+    if failed:
+        print(f"There were {failed} errors during the node migration.")
+        return EXIT_FAILURE
+    print("All instances migrated successfully.")
+    return EXIT_SUCCESS
+
+
+def _setup_evacuate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    p.add_argument("-p", "--primary-only", action="store_true", help="only primary instances")
+    p.add_argument("-s", "--secondary-only", action="store_true", help="only secondary instances")
+    p.add_argument(
+        "-n",
+        "--new-secondary",
+        dest="remote_node",
+        metavar="NODE",
+        help="new secondary node for the secondary instances (implies --secondary-only)",
+    )
+    p.add_argument(
+        "-I", "--iallocator", metavar="ALLOC", help="instance allocator choosing the new nodes"
+    )
+    p.add_argument(
+        "--early-release", action="store_true", help="release locks early (secondary moves)"
+    )
+    add_submit_options(p, dry_run=False)
+
+
+def _evacuation_mode(args: argparse.Namespace) -> str:
+    if args.primary_only and args.secondary_only:
+        raise UsageError(
+            "Only one of the --primary-only and --secondary-only options can be passed",
+            ECode.INVAL,
+        )
+    if args.remote_node:
+        if args.primary_only:
+            raise UsageError(
+                "-n/--new-secondary moves secondary instances; it cannot be combined "
+                "with --primary-only",
+                ECode.INVAL,
+            )
+        check_one_target(args.remote_node, args.iallocator)
+        if not args.secondary_only:
+            print(
+                "New secondary node given (disabling iallocator), hence evacuating "
+                "secondary instances only.",
+                file=sys.stderr,
+            )
+        return "secondary-only"
+    if args.primary_only:
+        return "primary-only"
+    return "secondary-only" if args.secondary_only else "all"
+
+
+def cmd_evacuate(client: Client, args: argparse.Namespace) -> int:
+    mode = _evacuation_mode(args)
+    fields = [
+        f
+        for f, skip in (("pinst_list", "secondary-only"), ("sinst_list", "primary-only"))
+        if mode != skip
+    ]
+    instances = _node_instances(client, args.node, fields)
+    if not instances:
+        print(f"No instances to evacuate on node(s) {args.node}, exiting.", file=sys.stderr)
+        return EXIT_SUCCESS
+    if not confirm(
+        f"Relocate instance(s) {', '.join(instances)} from node(s) {args.node}?", args.force
+    ):
+        return EXIT_FAILURE
+    op: dict[str, Any] = {
+        "OP_ID": "OP_NODE_EVACUATE",
+        "node_name": args.node,
+        "mode": mode,
+        "early_release": args.early_release,
+        **op_common(args),
+    }
+    if args.remote_node:
+        op["remote_node"] = args.remote_node
+    if args.iallocator:
+        op["iallocator"] = args.iallocator
+    result = submit_or_wait(client, [op], args)
+    if args.submit:
+        return EXIT_SUCCESS
+    _, failed = follow_jobs(client, result)
+    if failed:
+        print(f"There were {failed} errors during the evacuation.")
+        return EXIT_FAILURE
+    print("All instances evacuated successfully.")
+    return EXIT_SUCCESS
+
+
 COMMANDS = [
     Command("add", cmd_add, _setup_add, "enrol a node into the cluster"),
     Command("remove", cmd_remove, _setup_remove, "remove a node and revoke its certificate"),
@@ -195,6 +346,8 @@ COMMANDS = [
     Command("list", cmd_list, _setup_list, "list nodes"),
     Command("list-fields", cmd_list_fields, setup_list_fields, "list the fields of nodes"),
     Command("info", cmd_info, _setup_info, "show details of nodes"),
+    Command("migrate", cmd_migrate, _setup_migrate, "migrate all primary instances of a node"),
+    Command("evacuate", cmd_evacuate, _setup_evacuate, "move all instances off a node"),
     *tag_commands("node", "a node"),
 ]
 

@@ -17,6 +17,7 @@ from corral.errors import ECode, HotplugError, HypervisorError
 from corral.params import ParamGroup
 from corral.paths import Paths
 from corral.rpc.types import (
+    CleanedInstance,
     DiskSpec,
     HotplugArgs,
     HotplugLimit,
@@ -111,6 +112,15 @@ class Hypervisor(abc.ABC):
     async def finalize_migration_src(self, inst: InstanceSpec, success: bool, live: bool) -> None:
         """Source: after success stop the old copy; after failure make sure it runs on."""
         raise HypervisorError(f"the {self.NAME} hypervisor cannot migrate", ECode.INVAL)
+
+    async def cleanup_stale(self, keep_markers: list[str]) -> list[CleanedInstance]:
+        """Undo what instances whose process is gone left on the node (the watcher).
+
+        ``keep_markers``: instances that belong here, whose record of a user
+        shutdown must stay. A hypervisor that leaves nothing behind has
+        nothing to do.
+        """
+        return []
 
     def memory_used(self, running: dict[str, InstanceRuntime]) -> int:
         return sum(r.memory for r in running.values())

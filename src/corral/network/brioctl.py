@@ -21,7 +21,8 @@ would lower the bridge's), is made a port of ``bridge`` and brought up. A tap
 that is a port of another bridge (NIC modify re-runs ``kvm-ifup`` with a new
 ``LINK``) is detached from it first, before its MTU changes, so the old
 bridge's MTU is not pulled along. On a failure after the checks the tap is
-left a port of no bridge, and down.
+left a port of no bridge, and down. :func:`release` is the bridged
+``kvm-ifdown``: the reverse, for a tap that is still a port of the bridge.
 """
 
 from __future__ import annotations
@@ -285,6 +286,40 @@ def enslave(tap: str, bridge: str) -> None:
         except BaseException:
             _undo(sock, tap, port.index, bridge if master == br.index else "")
             raise
+
+
+def release(tap: str, bridge: str) -> bool:
+    """Undo :func:`enslave`: take ``tap`` off ``bridge`` and bring it down.
+
+    Only a tap (kind ``tun``) that is a port of ``bridge`` right now is
+    touched; anything else (the tap is gone, is a port of another bridge, the
+    name now belongs to a non-tap link) is left as it is and False returned.
+    The caller decides whether the tap is still the NIC's (see
+    :func:`corral.network.nicfiles.owners`). The MAC and MTU stay: the tap
+    disappears with QEMU anyway, and a re-link's ``enslave`` sets both again.
+    Raises :class:`HypervisorError` (``ENVIRON``) when the kernel refuses.
+    """
+    port = link_info(tap)
+    if port is None or port.kind != "tun" or not port.master:
+        return False
+    br = link_info(bridge)
+    if br is None or br.kind != "bridge" or port.master != br.index:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            _port(sock, SIOCBRDELIF, bridge, port.index)
+        except OSError as e:
+            if e.errno not in (errno.ENODEV, errno.EINVAL):  # raced away: fine
+                raise _fail(f"Cannot remove {tap} from bridge {bridge}", e) from e
+            return False
+        try:
+            flags = _get_flags(sock, tap)
+            if flags & IFF_UP:
+                _set_flags(sock, tap, flags & ~IFF_UP)
+        except OSError as e:
+            if e.errno != errno.ENODEV:
+                raise _fail(f"Cannot bring {tap} down", e) from e
+    return True
 
 
 def _master_name(index: int) -> str:

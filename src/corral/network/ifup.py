@@ -5,7 +5,10 @@ runs ``corral.network.brioctl`` for bridged NICs without VLAN, else
 ``corral.network.setup`` and pyroute2). Usage::
 
     kvm-ifup [--no-custom] <tap>
-    kvm-ifdown [--no-custom] <tap> [shutdown|hot-remove|migrate-success|migrate-failed]
+    kvm-ifdown [--no-custom] <tap> [shutdown|migrate-source|migrate-failed|hot-remove]
+
+(``migrate-success``, the old name of ``migrate-source``, is still accepted
+and passed on as ``migrate-source``.)
 
 The environment is Ganeti's (see :mod:`corral.network.nicenv`); ``INTERFACE``
 and ``MODE`` must be set. If the admin installed an executable
@@ -14,6 +17,11 @@ resp. ``kvm-ifdown-custom``, it is ``exec``-ed with the same arguments and
 environment and *replaces* the built-in setup, as in Ganeti. ``--no-custom``
 skips that lookup, so a custom script can do its extra work and then chain
 to the built-in wiring (``exec kvm-ifup --no-custom "$@"``).
+
+The built-in ``kvm-ifdown`` only touches a tap that still exists if no other
+NIC's tap file on this node names it (:func:`claimed_elsewhere`): the kernel
+reuses ``tapN`` names, and ``kvm-ifdown`` runs after QEMU exited, when the
+name may already serve another instance.
 
 Exit status 0 on success, 1 with a message on stderr otherwise. Startup time
 matters (one run per NIC on every instance start and NIC hot-plug): keep
@@ -54,19 +62,49 @@ def custom_script(env: Mapping[str, str], names: Sequence[str]) -> str | None:
     return None
 
 
+def nic_dir(env: Mapping[str, str]) -> str:
+    """``KvmFiles(Paths.from_env()).nic_dir`` without importing either (start-up time)."""
+    return os.path.join(env.get("CORRAL_ROOT", "/"), "run/corral/kvm-hypervisor/nic")
+
+
+def claimed_elsewhere(env: Mapping[str, str], tap: str) -> bool:
+    """Whether a NIC other than this one (``INSTANCE``, ``INTERFACE_UUID``) records ``tap``.
+
+    Then the tap name was reused by the kernel for that NIC after ours went
+    away, and ``kvm-ifdown`` must leave the tap (its bridge port, routes,
+    rules, sysctls) alone. The new owner's record is written before its
+    ``kvm-ifup`` runs, so a tap being wired is already claimed.
+    """
+    from corral.network.nicfiles import owners
+
+    me = (env.get("INSTANCE", ""), env.get("INTERFACE_UUID", ""))
+    return any((o.instance, o.uuid) != me for o in owners(nic_dir(env), tap))
+
+
 def bridged_fast(env: Mapping[str, str], up: bool, tap: str) -> bool:
-    """Do what ``nic_up``/``nic_down`` would for a bridged NIC without VLAN.
+    """Do what ``nic_up``/``nic_down`` would for a bridged NIC (up: without VLAN).
 
     Returns False when the NIC is not such a NIC (or has no ``LINK``: the full
-    path then refuses it with Ganeti's message).
+    path then refuses it with Ganeti's message). Down takes the tap off the
+    bridge (:func:`corral.network.brioctl.release`) when it is still a port of
+    ``LINK`` and not :func:`claimed_elsewhere`; usually QEMU has exited and
+    the tap is gone with its port, and there is nothing to do. VLANs need no
+    undoing: they are the port's and go with it; VIDs added to uplinks stay
+    (other ports may use them).
     """
-    if env.get("MODE") != "bridged" or env.get("VLAN") or not env.get("LINK"):
+    if env.get("MODE") != "bridged" or not env.get("LINK"):
         return False
     if up:
+        if env.get("VLAN"):
+            return False
         from corral.network.brioctl import enslave
 
         enslave(tap, env["LINK"])
-    # bridged down: nothing to undo (see corral.network.setup)
+        return True
+    from corral.network.brioctl import link_info, release
+
+    if link_info(tap) is not None and not claimed_elsewhere(env, tap):
+        release(tap, env["LINK"])
     return True
 
 
@@ -105,12 +143,13 @@ def _run(prog: str, argv: Sequence[str], up: bool) -> int:
         context = pos[1] if len(pos) > 1 else ""
         _check_env(tap)
         if not up and context:
-            from corral.network.nicenv import IFDOWN_CONTEXTS
+            from corral.network.nicenv import ifdown_context
 
-            if context not in IFDOWN_CONTEXTS:
-                raise _UsageError(
-                    f"unknown context {context!r} (expected one of {', '.join(IFDOWN_CONTEXTS)})"
-                )
+            try:
+                context = ifdown_context(context)
+            except CorralError as e:
+                raise _UsageError(e.message) from None
+            pos[1] = context
         if not no_custom:
             script = custom_script(os.environ, IFUP_CUSTOM if up else IFDOWN_CUSTOM)
             if script is not None:
@@ -123,7 +162,10 @@ def _run(prog: str, argv: Sequence[str], up: bool) -> int:
         from corral.network.setup import nic_down, nic_up
 
         nic = parse_env(os.environ)
-        result = nic_up(nic) if up else nic_down(nic, context)
+        if up:
+            result = nic_up(nic)
+        else:
+            result = nic_down(nic, context, claimed=claimed_elsewhere(os.environ, tap))
         for warning in result.warnings:
             print(f"{prog}: warning: {warning}", file=sys.stderr)
         return 0

@@ -9,6 +9,11 @@ Ganeti's ``kvm-vif-bridge`` keep working:
     INTERFACE_INDEX, INTERFACE_UUID, TAGS (space-separated instance tags),
     and when set: IP, INTERFACE_NAME, LINK, VLAN, BRIDGE (= LINK, bridged
     mode only), NETWORK_* (the NIC's network, ``objects.Network.HooksDict``).
+
+``kvm-ifdown`` gets the same minus TAGS (:func:`ifdown_env`): tags live only
+in the cluster config and may have changed since ``kvm-ifup`` ran, so a
+script must undo what the tags made it do without being told them again
+(Ganeti's ifdown design). Everything else comes from the runtime file.
 """
 
 from __future__ import annotations
@@ -24,8 +29,24 @@ if TYPE_CHECKING:
     from corral.rpc.types import NicSpec
 
 MODES = ("bridged", "routed", "openvswitch", "ovn")
-IFDOWN_CONTEXTS = ("shutdown", "hot-remove", "migrate-success", "migrate-failed")
+# The second argument of ``kvm-ifdown``: after an instance shutdown on its
+# primary, on the source after a successful migration, on the target after a
+# failed one, after a NIC hot-remove.
+IFDOWN_CONTEXTS = ("shutdown", "migrate-source", "migrate-failed", "hot-remove")
+# Older spellings still accepted (scripts written for them call kvm-ifdown so).
+IFDOWN_CONTEXT_ALIASES = {"migrate-success": "migrate-source"}
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def ifdown_context(context: str) -> str:
+    """The canonical name of an ifdown context (aliases resolved), or raise ``INVAL``."""
+    context = IFDOWN_CONTEXT_ALIASES.get(context, context)
+    if context not in IFDOWN_CONTEXTS:
+        raise HypervisorError(
+            f"unknown context {context!r} (expected one of {', '.join(IFDOWN_CONTEXTS)})",
+            ECode.INVAL,
+        )
+    return context
 
 
 def ifup_env(
@@ -36,13 +57,30 @@ def ifup_env(
     *,
     search_path: str | None = None,
 ) -> dict[str, str]:
-    """The environment ``kvm-ifup`` (and ``kvm-ifdown``) run with.
+    """The environment ``kvm-ifup`` runs with.
 
     ``search_path`` defaults to this process's ``PATH``; like Ganeti,
     ``/sbin:/usr/sbin`` is appended so admin scripts find ``ip``/``bridge``.
     Only keys of ``nic.network`` starting with ``NETWORK_`` and with a value
     are passed (Ganeti omits unset network fields too).
     """
+    return _env(instance, tags, nic, tap, search_path)
+
+
+def ifdown_env(
+    instance: str, nic: NicSpec, tap: str, *, search_path: str | None = None
+) -> dict[str, str]:
+    """The environment ``kvm-ifdown`` runs with: :func:`ifup_env` without ``TAGS``.
+
+    ``nic`` must come from the runtime file (what is really plugged in), not
+    from the config, which may have changed since ``kvm-ifup`` ran.
+    """
+    return _env(instance, None, nic, tap, search_path)
+
+
+def _env(
+    instance: str, tags: list[str] | None, nic: NicSpec, tap: str, search_path: str | None
+) -> dict[str, str]:
     if search_path is None:
         search_path = os.environ.get("PATH", _DEFAULT_PATH)
     params = nic.nicparams
@@ -54,8 +92,9 @@ def ifup_env(
         "INTERFACE": tap,
         "INTERFACE_INDEX": str(nic.index),
         "INTERFACE_UUID": nic.uuid,
-        "TAGS": " ".join(tags),
     }
+    if tags is not None:
+        env["TAGS"] = " ".join(tags)
     if nic.ip:
         env["IP"] = nic.ip
     if nic.name:

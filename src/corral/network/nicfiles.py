@@ -97,6 +97,58 @@ def list_taps(base: Path, instance: str) -> list[TapFile]:
     return result
 
 
+@dataclass(frozen=True)
+class TapOwner:
+    """A NIC whose record names a given tap."""
+
+    instance: str
+    uuid: str
+
+
+def owners(base: Path | str, tap: str) -> list[TapOwner]:
+    """Every NIC recorded on this node (any instance) whose tap file names ``tap``.
+
+    ``kvm-ifdown`` asks this before touching a tap that still exists: the
+    kernel reuses ``tapN`` names, so a tap recorded for a NIC that is gone may
+    by now serve another instance's NIC, whose record then names it too.
+    """
+    found: list[TapOwner] = []
+    try:
+        instances = [e for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return found
+    for inst in instances:
+        if inst.name.startswith("."):
+            continue
+        try:
+            entries = list(os.scandir(inst.path))
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        for e in entries:
+            if e.name.startswith(".") or e.name.isdigit() or not e.is_file(follow_symlinks=False):
+                continue
+            try:
+                with open(e.path) as f:
+                    recorded = f.read().strip()
+            except FileNotFoundError:
+                continue
+            if recorded == tap:
+                found.append(TapOwner(instance=inst.name, uuid=e.name))
+    return found
+
+
+def instances(base: Path) -> list[str]:
+    """Instances that have a NIC directory under ``base``."""
+    try:
+        return sorted(
+            e.name
+            for e in os.scandir(base)
+            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+        )
+    except FileNotFoundError:
+        return []
+
+
 def remove_tap(base: Path, instance: str, nic_uuid: str) -> None:
     """Forget one NIC: its UUID file and any index link pointing at it."""
     d = instance_dir(base, instance)

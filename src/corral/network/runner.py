@@ -3,7 +3,8 @@
 Layer: driver (imports ``corral.errors``). The scripts are this package's
 console scripts, found next to ``sys.executable`` (the venv's ``bin``) unless
 the caller names a directory or a script. They run with the Ganeti
-environment from :func:`corral.network.nicenv.ifup_env` plus ``CORRAL_ROOT``
+environment from :func:`corral.network.nicenv.ifup_env` (``ifdown_env``)
+plus ``CORRAL_ROOT``
 (so they find this node's custom scripts), no stdin, and a timeout.
 
 ``kvm-ifup`` failing fails the operation (start, hot-add): Ganeti's
@@ -150,7 +151,15 @@ async def run_ifdown(
     context: str,
     timeout: float = 30,
 ) -> ScriptResult:
-    """Run ``kvm-ifdown <tap> <context>``; failures are logged, never raised."""
+    """Run ``kvm-ifdown <tap> <context>``; failures are logged, never raised.
+
+    ``env`` is :func:`corral.network.nicenv.ifdown_env` (no ``TAGS``);
+    ``context`` one of :data:`~corral.network.nicenv.IFDOWN_CONTEXTS` (old
+    aliases are passed on under their current name).
+    """
+    from corral.network.nicenv import IFDOWN_CONTEXT_ALIASES
+
+    context = IFDOWN_CONTEXT_ALIASES.get(context, context)
     if script_dir_or_path is None and _builtin_in_process(env, tap, up=False):
         return ScriptResult("(built-in)", 0, "")
     result = await run_script(

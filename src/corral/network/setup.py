@@ -19,9 +19,11 @@ What each mode does (the built-in ``kvm-ifup``/``kvm-ifdown``):
   every port of a live bridge); the tap keeps only the VLANs asked for, and
   non-tap ports of the bridge (its uplinks) get the missing VIDs as tagged
   members, as Ganeti's ``net-common`` does. The bridge device is not touched.
-* bridged down: nothing. The kernel drops the port when the tap vanishes,
-  and a tap name recorded earlier may already belong to another instance's
-  NIC (the kernel reuses ``tapN``), so touching it could cut a stranger off.
+* bridged down (:func:`corral.network.ifup.bridged_fast`, no pyroute2): a
+  tap that still exists and is a port of ``LINK`` is taken off the bridge and
+  brought down (a NIC re-linked while running: ``kvm-ifdown`` of the old
+  wiring, then ``kvm-ifup`` of the new). Usually QEMU has exited, the tap is
+  gone, and the kernel dropped the port with it: nothing to do.
 * routed up: ``LINK`` names the routing table (empty: ``main`` without a
   rule, as in Ganeti). Stale ``iif <tap>`` rules are removed, then
   ``iif <tap> lookup <table>`` is added once, ``<IP>/32`` (``/128``) is
@@ -30,6 +32,16 @@ What each mode does (the built-in ``kvm-ifup``/``kvm-ifdown``):
 * routed down: deletes the route (only if it still points at the tap) and the
   rule, looked up by value so it also works when the tap is gone; a rule is
   kept if the tap (renamed-reused) still carries other routes in the table.
+  A tap that still exists and carries no other route there gets
+  ``proxy_arp``, ``forwarding`` (and ``proxy_ndp``) back to 0.
+
+Both downs leave a tap that still exists alone when another NIC's tap file
+names it (``claimed``, see :func:`corral.network.ifup.claimed_elsewhere`):
+the kernel reuses ``tapN`` names, and ``kvm-ifdown`` runs after QEMU exited,
+when the name may already serve another instance, whose ``kvm-ifup``
+replaced stale rules. A tap that no longer exists serves nobody: its rule is
+removed whatever the records say (a stale record of a dead instance must not
+keep a rule alive).
 
 Failures raise :class:`HypervisorError`; a failing ``up`` undoes what it did.
 """
@@ -434,8 +446,6 @@ def _undo_routed(
                     except Exception as e:
                         if getattr(e, "code", None) != errno.ESRCH:  # raced away: fine
                             raise
-    if not rule:
-        return
     if idx is not None:
         with _netlink("Cannot list routes"):
             others = [
@@ -443,12 +453,22 @@ def _undo_routed(
             ]
         if others:
             return  # the tap name now serves another NIC in this table
+        # The tap lives on (a running NIC re-linked to another mode): it must
+        # not keep answering ARP/NDP for the node or forwarding.
+        sysctls = [f"ipv4/conf/{iif}/proxy_arp", f"ipv4/conf/{iif}/forwarding"]
+        if family == socket.AF_INET6:
+            sysctls += [f"ipv6/conf/{iif}/proxy_ndp", f"ipv6/conf/{iif}/forwarding"]
+        for key in sysctls:
+            if (SYSCTL_ROOT / key).exists():  # raced away with the tap: fine
+                _sysctl(key, "0")
+    if not rule:
+        return
     for r in _iif_rules(ipr, iif):
         if r["family"] == family and _rule_table(r) == table:
             _del_rule(ipr, r)
 
 
-def routed_down(nic: NicEnv) -> SetupResult:
+def routed_down(nic: NicEnv, *, claimed: bool = False) -> SetupResult:
     if not nic.ip:
         return SetupResult()  # ifup refused such a NIC: nothing to undo
     addr = _routed_address(nic)
@@ -458,6 +478,9 @@ def routed_down(nic: NicEnv) -> SetupResult:
     with _iproute() as ipr:
         tap = _find_link(ipr, nic.interface)
         idx = tap["index"] if tap is not None else None
+        if idx is not None and claimed:
+            # Another NIC's now; its ifup already replaced our stale rule.
+            return SetupResult()
         _undo_routed(ipr, nic.interface, idx, family, table, addr, plen, bool(nic.link))
     return SetupResult()
 
@@ -484,15 +507,19 @@ def nic_up(nic: NicEnv) -> SetupResult:
     raise _unsupported(nic)
 
 
-def nic_down(nic: NicEnv, context: str = "") -> SetupResult:
+def nic_down(nic: NicEnv, context: str = "", *, claimed: bool = False) -> SetupResult:
     """The built-in ``kvm-ifdown``: undo :func:`nic_up`, idempotently.
 
-    ``context`` (shutdown, hot-remove, migrate-success, migrate-failed) does
-    not change what is undone on this node; it is there for custom scripts.
+    ``context`` (shutdown, migrate-source, migrate-failed, hot-remove) does
+    not change what is undone on this node (only node-local state is undone;
+    external systems belong to hooks or a custom script, which gets it).
+    ``claimed``: another NIC's tap file names this tap (leave it alone).
+    Bridged NICs are undone by :func:`corral.network.ifup.bridged_fast`
+    before this is reached; here only one without ``LINK`` arrives.
     """
     del context
     if nic.mode == "bridged":
         return SetupResult()
     if nic.mode == "routed":
-        return routed_down(nic)
+        return routed_down(nic, claimed=claimed)
     raise _unsupported(nic)

@@ -197,6 +197,14 @@ FINALIZE_MIGRATION_SRC = _call(
     t.Empty,
     "Source: stop the old copy after success, or resume it after a failure.",
 )
+NODE_CLEANUP_STALE = _call(
+    "node_cleanup_stale",
+    True,
+    Timeout.NORMAL,
+    t.NodeCleanupArgs,
+    t.NodeCleanupResult,
+    "Run kvm-ifdown for and remove the run files of instances whose process is gone.",
+)
 HOOKS_RUNNER = _call(
     "hooks_runner",
     True,

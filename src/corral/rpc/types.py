@@ -264,6 +264,36 @@ class FinalizeMigrationArgs(Record, frozen=True, kw_only=True):
     live: bool = True
 
 
+# --- the watcher: leftovers of dead instances ------------------------------------------
+
+
+class NodeCleanupArgs(Record, frozen=True, kw_only=True):
+    """Clean up after instances whose hypervisor process is gone (the watcher).
+
+    ``instances``: those the config places on this node (primary). Their
+    user-shutdown markers are kept (they are what makes them ``USER_down``);
+    everything else a dead instance left is removed.
+    """
+
+    hypervisors: list[str]
+    instances: list[str]
+
+
+class CleanedInstance(Record, frozen=True, kw_only=True):
+    """What one dead instance left on the node, and what became of it."""
+
+    name: str
+    hypervisor: str
+    taps: list[str] = []  # kvm-ifdown (context shutdown) ran for these
+    files: list[str] = []  # removed, relative to the hypervisor's run dir
+    errors: list[str] = []  # failed kvm-ifdowns, NIC records without data, files left
+    marker_kept: bool = False  # a user shutdown: the instance stays USER_down
+
+
+class NodeCleanupResult(Record, frozen=True, kw_only=True):
+    cleaned: list[CleanedInstance]
+
+
 class DiskCreateArgs(Record, frozen=True, kw_only=True):
     disk: DiskSpec
     instance_name: str

@@ -10,9 +10,11 @@ Layout, for prefix ``P`` (e.g. ``cv3f2a-``)::
 
 Each node has a root directory ``<base>/Pn<i>/`` (its ``CORRAL_ROOT``) and its
 own ``corral-noded`` on ``<mgmt IP>:1811``. ``br0`` is the ``link`` bridged
-NICs use; 203.0.113.0/24 is left to instances. Nothing is created in the host
-namespace. ``<base>/vcluster.json`` (written atomically, updated after every
-step) records what was made; :func:`down` removes it, and after a crash also
+NICs use; 203.0.113.0/24 is left to instances. ``<base>/Pshared-storage`` is
+the shared storage: every node's shared file storage directory is a symlink to
+it (:func:`link_shared_dir`). Nothing is created in the host namespace.
+``<base>/vcluster.json`` (written atomically, updated after every step)
+records what was made; :func:`down` removes it, and after a crash also
 every namespace named with the prefix and every recorded process that still
 is the one we started.
 """
@@ -43,6 +45,8 @@ from corral.vcluster.model import (
     NODED_PORT,
     PREFIX_RE,
     PROC_FILE,
+    SHARED_DIR_SUFFIX,
+    SHARED_FILE_STORAGE_DIR,
     STATE_FILE,
     SWITCH_BRIDGES,
     VCluster,
@@ -105,7 +109,9 @@ def _build(vc: VCluster, n: int) -> None:
     for role, bridge in enumerate(SWITCH_BRIDGES, start=0xF0):
         net.add_bridge(sw, bridge, mac=_mac(vc.prefix, role, 0))
         vc.links.append({"ns": sw, "name": bridge, "kind": "bridge"})
+    vc.dirs.append(str(vc.shared_dir))
     vc.save()
+    vc.shared_dir.mkdir()
     for i in range(1, n + 1):
         ns = f"{vc.prefix}n{i}"
         root = vc.base / ns
@@ -117,6 +123,7 @@ def _build(vc: VCluster, n: int) -> None:
         _new_ns(vc, ns)
         root.mkdir(parents=True, exist_ok=True)
         Paths(root).ensure()
+        _link_shared(vc, node, SHARED_FILE_STORAGE_DIR)
         # management: Pm<i> in the switch's mgmt bridge <-> mgmt0 with the node's IP
         _veth(vc, f"{vc.prefix}m{i}", ns, "mgmt0", "mgmt")
         net.add_address(ns, "mgmt0", node.mgmt_ip, MGMT_PREFIXLEN)
@@ -128,6 +135,31 @@ def _build(vc: VCluster, n: int) -> None:
         net.enslave(ns, "vmnet0", NODE_BRIDGE)
         net.link_up(ns, "vmnet0")
         vc.save()
+
+
+def _link_shared(vc: VCluster, node: VNode, cluster_path: str) -> None:
+    link = node.paths.host_path(cluster_path)
+    if link.is_symlink() and Path(os.readlink(link)) == vc.shared_dir:
+        return
+    if link.is_symlink() or link.exists():
+        raise VClusterError(f"{link} exists already; cannot make it the shared storage")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(vc.shared_dir, target_is_directory=True)
+
+
+def link_shared_dir(vc: VCluster, cluster_path: str = SHARED_FILE_STORAGE_DIR) -> None:
+    """Make ``cluster_path`` one directory for all nodes: :attr:`VCluster.shared_dir`.
+
+    Each node's ``<root><cluster_path>`` becomes a symlink to it, as a shared
+    filesystem mounted at the same place on every node would be, so a
+    ``sharedfile`` disk created through one node is there on all (what
+    migration and failover need). :func:`up` links the default path before
+    ``gnt-cluster init``, whose ``makedirs(exist_ok=True)`` follows the link.
+    """
+    if not cluster_path.startswith("/"):
+        raise VClusterError(f"the shared storage path must be absolute, not {cluster_path!r}")
+    for node in vc.nodes:
+        _link_shared(vc, node, cluster_path)
 
 
 def add_guest_ns(vc: VCluster, node: VNode, index: int, address: str, prefixlen: int = 24) -> str:
@@ -314,6 +346,10 @@ def init_cluster(
             start_node_daemon(node, command=noded_command, vc=vc)
         return
     master = vc.master
+    opt = "--shared-file-storage-dir"
+    for arg, after in zip(extra_init_args, [*extra_init_args[1:], ""], strict=True):
+        if arg == opt or arg.startswith(opt + "="):  # another path than the one up linked
+            link_shared_dir(vc, after if arg == opt else arg.partition("=")[2])
     run_in(
         master,
         [
@@ -361,7 +397,7 @@ def init_cluster(
 
 def _infer_prefix(base: Path) -> str | None:
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
-        m = re.fullmatch(r"([a-z][a-z0-9]{1,8}-)n\d+", entry.name)
+        m = re.fullmatch(rf"([a-z][a-z0-9]{{1,8}}-)(n\d+|{SHARED_DIR_SUFFIX})", entry.name)
         if m and entry.is_dir():
             return m.group(1)
     return None
@@ -475,9 +511,13 @@ def down(target: VCluster | str | Path, *, prefix: str | None = None) -> DownRep
         net.remove_ns(ns)
         report.namespaces.append(ns)
 
-    # 3. directories: node roots named with our prefix, then the state file and base
-    for root in node_roots:
-        if root.is_dir():
+    # 3. directories: node roots named with our prefix (rmtree removes the links
+    # to the shared storage, not what they point to), the shared storage, then
+    # the state file and base
+    shared = re.escape(p or (state.prefix if state else "")) + SHARED_DIR_SUFFIX
+    shared_dirs = [d for d in dict.fromkeys(candidates) if re.fullmatch(shared, d.name)]
+    for root in node_roots + shared_dirs:
+        if root.is_dir() and not root.is_symlink():
             shutil.rmtree(root, ignore_errors=True)
             report.dirs.append(str(root))
     if base is not None and base.is_dir():
@@ -531,6 +571,7 @@ def status(target: VCluster | str | Path) -> dict[str, Any]:
         "switch_ns": state.switch_ns,
         "switch_exists": net.ns_exists(state.switch_ns),
         "namespaces": net.list_ns(state.prefix),
+        "shared_storage": str(state.shared_dir),
         "nodes": nodes,
     }
 

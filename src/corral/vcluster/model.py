@@ -36,6 +36,10 @@ MAX_NODES = 200
 SWITCH_BRIDGES = ("mgmt", "vmnet")
 NODE_BRIDGE = "br0"
 PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,8}-")
+# Where the cluster keeps ``sharedfile`` disks by default, as every node sees it:
+# bootstrap.DEFAULT_SHARED_FILE_STORAGE_DIR (not imported: bootstrap pulls in the PKI).
+SHARED_FILE_STORAGE_DIR = "/srv/corral/shared-file-storage"
+SHARED_DIR_SUFFIX = "shared-storage"  # <base>/<prefix>shared-storage
 
 
 class VClusterError(CorralError):
@@ -86,6 +90,15 @@ class VCluster:
         return self.base / STATE_FILE
 
     @property
+    def shared_dir(self) -> Path:
+        """The one directory behind every node's shared file storage path.
+
+        Named with the prefix, like the node roots, so ``down`` can find it
+        (and remove nothing else) even without the state file.
+        """
+        return self.base / f"{self.prefix}{SHARED_DIR_SUFFIX}"
+
+    @property
     def master(self) -> VNode:
         return self.nodes[0]
 
@@ -104,6 +117,7 @@ class VCluster:
             "bridges": {"switch": list(SWITCH_BRIDGES), "node": NODE_BRIDGE},
             "mgmt_network": f"{MGMT_NET}.0/{MGMT_PREFIXLEN}",
             "vm_network": VM_NETWORK,
+            "shared_storage": str(self.shared_dir),
             "nodes": [vars(n) for n in self.nodes],
             "namespaces": self.namespaces,
             "links": self.links,

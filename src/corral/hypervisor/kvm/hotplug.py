@@ -175,10 +175,11 @@ async def add_nic(
     tap = open_tap(vnet_hdr=ctx.hv.vnet_hdr)
     vhost_fd: int | None = None
     env = nicenv.ifup_env(ctx.name, ctx.tags, nic_spec(rnic, seq), tap.name)
+    down_env = nicenv.ifdown_env(ctx.name, nic_spec(rnic, seq), tap.name)
     try:
 
         async def ifdown() -> None:
-            await runner.run_ifdown(None, env, tap.name, "hot-remove")
+            await runner.run_ifdown(None, down_env, tap.name, "hot-remove")
 
         ctx.on_failure(ifdown)
         await runner.run_ifup(None, env, tap.name)
@@ -254,7 +255,7 @@ async def remove_nic(ctx: HotContext, nic_uuid: str, seq: int) -> HotplugResult:
     tap = nicfiles.read_tap(ctx.files.nic_dir, ctx.name, nic_uuid)
     if tap is not None:
         index = ctx.rt.nics.index(recorded)
-        env = nicenv.ifup_env(ctx.name, ctx.tags, nic_spec(recorded, index), tap)
+        env = nicenv.ifdown_env(ctx.name, nic_spec(recorded, index), tap)
         await runner.run_ifdown(None, env, tap, "hot-remove")
     nicfiles.remove_tap(ctx.files.nic_dir, ctx.name, nic_uuid)
     ctx.rt.nics.remove(recorded)
@@ -294,12 +295,16 @@ async def modify_nic(ctx: HotContext, nic: NicSpec, seq: int) -> HotplugResult:
             done=False,
             detail="wiring unchanged",
         )
-    await runner.run_ifdown(None, old_env, tap, "hot-remove")
+    await runner.run_ifdown(
+        None, nicenv.ifdown_env(ctx.name, nic_spec(recorded, index), tap), tap, "hot-remove"
+    )
     try:
         await runner.run_ifup(None, new_env, tap)
     except HypervisorError:
         # Put the NIC back where it was: the guest must not end up unconnected.
-        await runner.run_ifdown(None, new_env, tap, "hot-remove")
+        await runner.run_ifdown(
+            None, nicenv.ifdown_env(ctx.name, nic_spec(new, seq), tap), tap, "hot-remove"
+        )
         with contextlib.suppress(HypervisorError):
             await runner.run_ifup(None, old_env, tap)
         raise

@@ -186,18 +186,33 @@ async def exec_qemu(
         )
 
 
+@dataclass(frozen=True)
+class Unwired:
+    """One NIC :func:`deconfigure` ran ``kvm-ifdown`` for."""
+
+    tap: str
+    result: runner.ScriptResult
+
+
 async def deconfigure(
     rt: runtime.KvmRuntime | None, files: KvmFiles, name: str, context: str
-) -> None:
-    """Run kvm-ifdown for every NIC the runtime file lists (best effort)."""
+) -> list[Unwired]:
+    """Run kvm-ifdown for every NIC the runtime file lists (best effort).
+
+    The NIC data comes from the runtime file, the tap from the file named
+    after the NIC's UUID; the environment has no ``TAGS`` (the ifdown design).
+    Returns what ran, failures included (they are logged, never raised).
+    """
+    done: list[Unwired] = []
     if rt is None:
-        return
+        return done
     for i, nic in enumerate(rt.nics):
         tap = nicfiles.read_tap(files.nic_dir, name, nic.uuid)
         if tap is None:
             continue
-        env = nicenv.ifup_env(name, [], nic_spec(nic, i), tap)
-        await runner.run_ifdown(None, env, tap, context)
+        env = nicenv.ifdown_env(name, nic_spec(nic, i), tap)
+        done.append(Unwired(tap, await runner.run_ifdown(None, env, tap, context)))
+    return done
 
 
 async def configure_deferred(

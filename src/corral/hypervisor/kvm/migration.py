@@ -79,7 +79,7 @@ async def accept(
         )
         mon = await drv._monitor(inst.name)
         # Postcopy and friends must be on at both ends before the stream starts.
-        extra = [c for c in capabilities(hv_params(rt.hvparams).migration_caps)[1:]]
+        extra = capabilities(hv_params(inst.hvparams or rt.hvparams).migration_caps)[1:]
         if extra:
             await mon.execute("migrate-set-capabilities", {"capabilities": extra})
 
@@ -92,7 +92,9 @@ async def migrate(
     rt = drv._load_runtime(name)
     if launch.pid_of(drv.files, name) is None or rt is None:
         raise HypervisorError(f"instance {name} is not running on this node", ECode.STATE)
-    hv = hv_params(rt.hvparams)
+    # Migration settings are operational, not part of the machine: the current
+    # configuration's (as Ganeti), not the values the instance was started with.
+    hv = hv_params(inst.hvparams or rt.hvparams)
     mon = await drv._monitor(name)
     await mon.execute("migrate-set-capabilities", {"capabilities": capabilities(hv.migration_caps)})
     await mon.execute(
