@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from corral import testguest
 from corral import vcluster as vcl
 from corral.demotools import console_log, reports
 from corral.testguest import DevicesLine
+from corral.vcluster.proc import is_ours, reap
 
 
 def gnt(vc: vcl.VCluster, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -208,3 +210,24 @@ def kvm_vcluster(n: int, base: Path, guest: testguest.GuestImage) -> Iterator[vc
     with vcl.virtual_cluster(n, base=base) as c:
         gnt(c, *guest.enable_kvm_argv())
         yield c
+
+
+def restart_masterd(vc: vcl.VCluster) -> None:
+    """Kill ``corral-masterd`` (its recorded PID) and start it as the vcluster does."""
+    master = vc.master
+    rec = next(r for r in reversed(vc.processes) if r.role == "masterd" and is_ours(r))
+    os.kill(rec.pid, signal.SIGKILL)
+    while is_ours(rec):  # a zombie no longer is
+        time.sleep(0.02)
+    reap(rec.pid)
+    vcl.spawn_in(
+        master,
+        ["corral-masterd", "-f"],
+        role="masterd",
+        log=master.paths.log_dir / "masterd.stderr",
+        vc=vc,
+    )
+    deadline = time.monotonic() + 30
+    while vcl.run_in(master, ["gnt-cluster", "getmaster"]).returncode != 0:
+        assert time.monotonic() < deadline, "corral-masterd did not come back"
+        time.sleep(0.05)

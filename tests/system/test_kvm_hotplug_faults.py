@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -28,8 +27,15 @@ from corral.demotools import log_size
 from corral.hypervisor.kvm.model import disk_serial
 from corral.testguest import DevicesLine
 from corral.vcluster.model import BIN
-from corral.vcluster.proc import is_ours, reap
-from tests.system.kvmtools import add_instance, devices_lines, gnt, kvm_vcluster, taps, wait_devices
+from tests.system.kvmtools import (
+    add_instance,
+    devices_lines,
+    gnt,
+    kvm_vcluster,
+    restart_masterd,
+    taps,
+    wait_devices,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and taps")
 
@@ -329,27 +335,6 @@ def test_qemu_killed_during_a_hot_add(vc: vcl.VCluster) -> None:
 
 
 # --- 6. the master dies in the middle of a hot-add -----------------------------------------
-
-
-def restart_masterd(vc: vcl.VCluster) -> None:
-    """Kill ``corral-masterd`` (its recorded PID) and start it as the vcluster does."""
-    master = vc.master
-    rec = next(r for r in reversed(vc.processes) if r.role == "masterd" and is_ours(r))
-    os.kill(rec.pid, signal.SIGKILL)
-    while is_ours(rec):  # a zombie no longer is
-        time.sleep(0.02)
-    reap(rec.pid)
-    vcl.spawn_in(
-        master,
-        ["corral-masterd", "-f"],
-        role="masterd",
-        log=master.paths.log_dir / "masterd.stderr",
-        vc=vc,
-    )
-    deadline = time.monotonic() + 30
-    while vcl.run_in(master, ["gnt-cluster", "getmaster"]).returncode != 0:
-        assert time.monotonic() < deadline, "corral-masterd did not come back"
-        time.sleep(0.05)
 
 
 def hot_add_while_the_master_dies(vc: vcl.VCluster, mac: str, *, ifup_fails: bool) -> str:

@@ -28,6 +28,7 @@ from tests.system.kvmtools import (
     kvm_vcluster,
     ping,
     qemu_pids,
+    restart_masterd,
     routes,
     rules,
     taps,
@@ -199,3 +200,27 @@ def test_routed_nic_routes_follow_the_instance(vc: vcl.VCluster) -> None:
     assert addr in routes(n2.ns, "100"), "the target did not wire the routed NIC"
     assert addr not in routes(n1.ns, "100"), "the source did not withdraw its route"
     assert not any(r.startswith("tap") for r in rules(n1.ns))
+
+
+def test_cleanup_settles_a_migration_the_master_did_not_see_end(vc: vcl.VCluster) -> None:
+    """The master dies while QEMU migrates; QEMU finishes; ``--cleanup`` records it."""
+    src_node = next(n for n in vc.nodes if n.name == pnode(vc, "m1"))
+    dst_node = next(n for n in vc.nodes if n is not src_node)
+    gnt(vc, "gnt-instance", "modify", "-H", "migration_bandwidth=16", "m1")
+    job = gnt(vc, "gnt-instance", "migrate", "-f", "--submit", "m1").stdout.split()[-1]
+    deadline = time.monotonic() + 30
+    while "memory transfer progress" not in gnt(vc, "gnt-job", "info", job).stdout:
+        assert time.monotonic() < deadline, "the migration never started"
+        time.sleep(0.1)
+    restart_masterd(vc)  # the job's LU is gone; the node daemons and QEMUs go on
+    out = gnt(vc, "gnt-job", "info", job).stdout
+    assert "error" in out
+    # QEMU completes the transfer by itself: the target runs, the source is paused.
+    time.sleep(12)  # 128 MiB at 16 MiB/s
+    assert pnode(vc, "m1") == src_node.name  # the config never heard of the move
+    res = gnt(vc, "gnt-instance", "migrate", "-f", "--cleanup", "m1")
+    assert dst_node.name in res.stdout + res.stderr
+    assert pnode(vc, "m1") == dst_node.name and status(vc, "m1") == "running"
+    assert qemu_pids(src_node) == [] and taps(src_node.ns) == []
+    assert ping(vcl_client(vc), ADDR_0)
+    gnt(vc, "gnt-instance", "modify", "-H", "migration_bandwidth=1000", "m1")

@@ -1,6 +1,7 @@
 """Logical units; importing this package registers every LU for its opcode."""
 
 from corral.lu import (  # noqa: F401
+    cleanup,
     cluster,
     instance,
     instance_console,
