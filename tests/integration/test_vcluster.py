@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from corral.bootstrap import DEFAULT_SHARED_FILE_STORAGE_DIR
 from corral.vcluster import cluster as vcl
-from corral.vcluster import net
+from corral.vcluster import model, net
 from corral.vcluster.proc import cmdline
 
 pytestmark = [
@@ -149,6 +150,7 @@ def test_down_removes_everything(tmp_path: Path) -> None:
     assert set(pids) <= set(report.stopped)
     assert len(report.stopped) == len(pids) + (NODED_CMD is None)
     assert len(report.namespaces) == 4 and not report.leftovers
+    assert str(vc.shared_dir) in report.dirs
     _assert_gone(vc.prefix, base, pids)
 
 
@@ -239,3 +241,98 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
     finally:
         vcl.down(base, prefix=prefix)
     _assert_gone(prefix, base, [])
+
+
+# --- shared storage: one directory behind every node's shared file storage path -------------
+
+
+def _shared_path(node: model.VNode) -> Path:
+    return node.paths.host_path(DEFAULT_SHARED_FILE_STORAGE_DIR)
+
+
+def test_shared_storage_is_one_directory(vc: model.VCluster) -> None:
+    # The vcluster links the path bootstrap uses (it keeps a copy to start lean).
+    assert model.SHARED_FILE_STORAGE_DIR == DEFAULT_SHARED_FILE_STORAGE_DIR
+    n1, n2, n3 = vc.nodes
+    for node in vc.nodes:
+        assert _shared_path(node).is_symlink()
+        assert _shared_path(node).resolve() == vc.shared_dir
+    (_shared_path(n1) / "inst-x").mkdir()
+    (_shared_path(n1) / "inst-x" / "disk0.img").write_bytes(b"written through node1")
+    # What a process on node2 sees at the cluster-wide path, under its own root.
+    r = vcl.run_in(
+        n2,
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from corral.paths import Paths;"
+            "p = Paths.from_env().host_path(sys.argv[1] + '/inst-x/disk0.img');"
+            "print(open(p).read())",
+            DEFAULT_SHARED_FILE_STORAGE_DIR,
+        ],
+        check=True,
+    )
+    assert r.stdout.strip() == "written through node1"
+    (_shared_path(n3) / "inst-x" / "disk0.img").unlink()
+    assert not (_shared_path(n1) / "inst-x" / "disk0.img").exists()
+    assert vcl.status(vc.base)["shared_storage"] == str(vc.shared_dir)
+    assert str(vc.shared_dir) in json.loads(vc.state_file.read_text())["dirs"]
+
+
+def test_down_after_crash_removes_shared_storage(tmp_path: Path) -> None:
+    base = tmp_path / "vc"
+    vc = vcl.up(1, base=base)
+    (vc.shared_dir / "leftover.img").write_bytes(b"x")
+    vc.state_file.unlink()
+    report = vcl.down(base)  # the prefix from the directories alone
+    assert report.prefix == vc.prefix
+    assert str(vc.shared_dir) in report.dirs
+    _assert_gone(vc.prefix, base, [])
+
+
+def test_link_another_shared_path(tmp_path: Path) -> None:
+    vc = vcl.up(2, base=tmp_path / "vc")
+    try:
+        vcl.link_shared_dir(vc, "/srv/other-shared")
+        vcl.link_shared_dir(vc, "/srv/other-shared")  # again: already so, no error
+        for node in vc.nodes:
+            assert node.paths.host_path("/srv/other-shared").resolve() == vc.shared_dir
+        (vc.nodes[0].paths.file_storage_dir).mkdir(parents=True)
+        with pytest.raises(model.VClusterError, match="exists already"):
+            vcl.link_shared_dir(vc, "/srv/corral/file-storage")  # node1 has its own dir
+        with pytest.raises(model.VClusterError, match="absolute"):
+            vcl.link_shared_dir(vc, "srv/x")
+    finally:
+        vcl.down(vc)
+    _assert_gone(vc.prefix, tmp_path / "vc", [])
+
+
+@pytest.mark.skipif(NODED_CMD is not None, reason="needs the real corral-noded")
+def test_sharedfile_instance_in_two_node_cluster(tmp_path: Path) -> None:
+    with vcl.virtual_cluster(2, base=tmp_path / "vc") as vc:
+        n1, n2 = vc.nodes
+
+        def gnt(*argv: str) -> str:
+            return vcl.run_in(n1, list(argv), check=True).stdout
+
+        # gnt-cluster init created the directory through node1's link, kept the link.
+        assert _shared_path(n1).is_symlink() and _shared_path(n2).is_symlink()
+        info = gnt("gnt-cluster", "info")
+        assert f"shared file storage path: {DEFAULT_SHARED_FILE_STORAGE_DIR}" in info
+        gnt("gnt-instance", "add", "-t", "sharedfile", "--disk", "0:size=16M", "-n", "node2", "s1")
+        out = gnt("gnt-instance", "list", "--no-headers", "-o", "name,pnode,status,disk_template")
+        assert out.split() == ["s1", "node2", "running", "sharedfile"]
+        # Created by node2's daemon, the image is the same file from node1's root.
+        on_n2 = sorted(_shared_path(n2).rglob("*.img"))
+        on_n1 = sorted(_shared_path(n1).rglob("*.img"))
+        assert len(on_n2) == 1
+        assert [p.relative_to(_shared_path(n1)) for p in on_n1] == [
+            p.relative_to(_shared_path(n2)) for p in on_n2
+        ]
+        assert os.path.samefile(on_n1[0], on_n2[0])
+        assert on_n1[0].stat().st_size == 16 << 20
+        assert not list(n2.paths.file_storage_dir.rglob("*.img"))  # not the per-node dir
+        gnt("gnt-instance", "remove", "-f", "s1")
+        assert not list(_shared_path(n1).rglob("*.img"))
+        shared = vc.shared_dir
+    assert not shared.exists()

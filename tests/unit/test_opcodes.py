@@ -27,6 +27,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "OP_CLUSTER_VERIFY": {},
     "OP_CLUSTER_DESTROY": {},
     "OP_CLUSTER_SET_PARAMS": {},
+    "OP_CLUSTER_CLEANUP_STALE": {},
     "OP_TAGS_GET": {"kind": "cluster"},
     "OP_TAGS_SET": {"kind": "instance", "name": "inst1", "tags": ["a"]},
     "OP_TAGS_DEL": {"kind": "node", "name": "node1", "tags": ["b:c"]},

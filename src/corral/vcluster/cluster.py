@@ -154,7 +154,8 @@ def link_shared_dir(vc: VCluster, cluster_path: str = SHARED_FILE_STORAGE_DIR) -
     filesystem mounted at the same place on every node would be, so a
     ``sharedfile`` disk created through one node is there on all (what
     migration and failover need). :func:`up` links the default path before
-    ``gnt-cluster init``, whose ``makedirs(exist_ok=True)`` follows the link.
+    ``gnt-cluster init``, whose ``makedirs(exist_ok=True)`` follows the link;
+    for another ``--shared-file-storage-dir``, call this before :func:`init_cluster`.
     """
     if not cluster_path.startswith("/"):
         raise VClusterError(f"the shared storage path must be absolute, not {cluster_path!r}")
@@ -346,10 +347,6 @@ def init_cluster(
             start_node_daemon(node, command=noded_command, vc=vc)
         return
     master = vc.master
-    opt = "--shared-file-storage-dir"
-    for arg, after in zip(extra_init_args, [*extra_init_args[1:], ""], strict=True):
-        if arg == opt or arg.startswith(opt + "="):  # another path than the one up linked
-            link_shared_dir(vc, after if arg == opt else arg.partition("=")[2])
     run_in(
         master,
         [
