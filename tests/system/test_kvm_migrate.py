@@ -224,3 +224,57 @@ def test_cleanup_settles_a_migration_the_master_did_not_see_end(vc: vcl.VCluster
     assert qemu_pids(src_node) == [] and taps(src_node.ns) == []
     assert ping(vcl_client(vc), ADDR_0)
     gnt(vc, "gnt-instance", "modify", "-H", "migration_bandwidth=1000", "m1")
+
+
+def test_sharedfile_instance_with_a_hot_added_disk_migrates(vc: vcl.VCluster) -> None:
+    n1, n2 = vc.nodes
+    res = gnt(
+        vc,
+        "gnt-instance",
+        "add",
+        "-t",
+        "sharedfile",
+        "--disk",
+        "0:size=16M",
+        "-B",
+        "memory=128M",
+        "-n",
+        n1.name,
+        "-o",
+        "noop",
+        "--no-nics",
+        "-H",
+        "kvm:migration_bandwidth=1000,migration_downtime=50",
+        "m2",
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    wait_devices(n1, "m2")
+    off = log_size(n1, "m2")
+    gnt(vc, "gnt-instance", "modify", "--disk", "add:size=8M", "m2")
+    deadline = time.monotonic() + 30
+    while not any(len(d.blk) == 2 for d in devices_lines(n1, "m2", off)):
+        assert time.monotonic() < deadline, "the hot-added disk never showed up"
+        time.sleep(0.1)
+    gnt(vc, "gnt-instance", "migrate", "-f", "-n", n2.name, "m2")
+    assert pnode(vc, "m2") == n2.name and status(vc, "m2") == "running"
+    # Both disks are the same shared images, plugged at the same slots on node2:
+    off = log_size(n2, "m2")
+    gnt(vc, "gnt-instance", "modify", "-f", "--disk", "1:remove", "m2")
+    deadline = time.monotonic() + 30
+    while not any(len(d.blk) == 1 for d in devices_lines(n2, "m2", off)):
+        assert time.monotonic() < deadline, "the guest on node2 never reported the disk gone"
+        time.sleep(0.1)
+    gnt(vc, "gnt-instance", "remove", "-f", "m2")
+
+
+def test_node_migrate_and_evacuate_move_every_primary_instance(vc: vcl.VCluster) -> None:
+    src = next(n for n in vc.nodes if n.name == pnode(vc, "m1"))
+    dst = next(n for n in vc.nodes if n is not src)
+    res = gnt(vc, "gnt-node", "migrate", "-f", src.name)
+    assert "Migration completed" in res.stdout + res.stderr, res.stdout
+    assert pnode(vc, "m1") == dst.name and status(vc, "m1") == "running"
+    assert qemu_pids(src) == [] and taps(src.ns) == []
+    gnt(vc, "gnt-node", "evacuate", "-f", "--primary-only", dst.name)
+    assert pnode(vc, "m1") == src.name and status(vc, "m1") == "running"
+    assert ping(vcl_client(vc), ADDR_0)

@@ -259,6 +259,10 @@ class Mover:
             self.lu.log_info(f"Instance runs on {self.target.name}: recording it there")
             self._move_config()
             await self.cfg.commit()
+            # What the interrupted job did not get to: routed NICs, the MAC announce.
+            fin = await self._finalize(self.target, defs.FINALIZE_MIGRATION_DST, True, True)
+            if fin.failed:
+                self.lu.log_warning(f"finishing the target side failed: {fin.fail_msg}")
             await self._finalize(self.source, defs.FINALIZE_MIGRATION_SRC, True, True)
         elif src_runs and not dst_runs:
             self.lu.log_info(
