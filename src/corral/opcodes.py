@@ -109,6 +109,17 @@ class OpClusterSetParams(OpCode, frozen=True, kw_only=True):
     hotplug_by_default: bool | None = None
 
 
+class OpClusterCleanupStale(OpCode, frozen=True, kw_only=True):
+    """Undo what dead instances left on nodes: kvm-ifdown, run files (the watcher).
+
+    ``nodes`` empty: every online node. Not in Ganeti, whose watcher runs on
+    each node; here the watcher runs where the master is and reaches the
+    nodes through this opcode.
+    """
+
+    nodes: list[Name] = []
+
+
 # --- nodes -----------------------------------------------------------------------
 
 JOIN_RE = r"^sha256:[0-9a-f]{64}:[A-Za-z0-9_-]{16,128}$"
@@ -416,6 +427,7 @@ AnyOpCode = (
     | OpClusterVerify
     | OpClusterDestroy
     | OpClusterSetParams
+    | OpClusterCleanupStale
     | OpTagsGet
     | OpTagsSet
     | OpTagsDel

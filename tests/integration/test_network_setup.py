@@ -208,7 +208,7 @@ def test_bridged_up_enslaves_with_bridge_mtu_and_keeps_bridge_mac(node: Node) ->
     assert link.get("IFLA_ADDRESS").startswith("fe:")
     assert node.link(br).get("IFLA_ADDRESS") == bridge_mac  # type: ignore[union-attr]
 
-    # ifdown is a no-op for bridged NICs; QEMU exiting removes the port.
+    # ifdown takes the live tap off the bridge; once QEMU exits it is a no-op.
     r = node.run([IFDOWN, tap, "shutdown"], _env(tap, "bridged", br))
     assert r.returncode == 0, r.stderr
     assert holder.stdin is not None

@@ -71,6 +71,7 @@ TABLE_MAIN = 254
 _BUILTIN_TABLES = {"main": 254, "default": 253}
 _RESERVED_TABLES = {0: "unspec", 255: "local"}
 RULE_PRIORITY = 32000  # before the main table's rule (32766)
+RTPROT_KERNEL = 2
 RTPROT_STATIC = 4
 RT_SCOPE_LINK = 253
 BRIDGE_VLAN_INFO_PVID = 0x2
@@ -448,8 +449,12 @@ def _undo_routed(
                             raise
     if idx is not None:
         with _netlink("Cannot list routes"):
+            # The kernel's own routes (IPv6 link-local on an up tap) say nothing
+            # about who owns the tap.
             others = [
-                r for r in ipr.get_routes(family=family, table=table) if r.get("RTA_OIF") == idx
+                r
+                for r in ipr.get_routes(family=family, table=table)
+                if r.get("RTA_OIF") == idx and r["proto"] != RTPROT_KERNEL
             ]
         if others:
             return  # the tap name now serves another NIC in this table

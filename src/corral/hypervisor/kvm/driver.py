@@ -26,6 +26,7 @@ from corral.hypervisor.kvm import (
     migration,
     probe,
     runtime,
+    stale,
     verify,
 )
 from corral.hypervisor.kvm.describe import (
@@ -39,6 +40,7 @@ from corral.hypervisor.kvm.params import KVM_PARAMS
 from corral.hypervisor.kvm.qmp import EventCallback, Monitor, MonitorPool
 from corral.paths import Paths
 from corral.rpc.types import (
+    CleanedInstance,
     DiskSpec,
     HotplugArgs,
     HotplugResult,
@@ -462,6 +464,24 @@ class KvmHypervisor(Hypervisor):
         names = self.files.instance_names()
         infos = await asyncio.gather(*(self.instance_info(n) for n in names))
         return {n: r for n, r in zip(names, infos, strict=True) if r is not None}
+
+    async def cleanup_stale(self, keep_markers: list[str]) -> list[CleanedInstance]:
+        """Unwire and remove what instances without a QEMU left (see :mod:`.stale`)."""
+        keep = set(keep_markers)
+        out: list[CleanedInstance] = []
+        for name in stale.candidates(self.files):
+            if launch.pid_of(self.files, name) is not None:
+                continue  # running: the common case, decided without waiting for its lock
+            async with self._lock(name):
+                # A start (or migration target) holds the lock from its runtime
+                # file and kvm-ifup until QEMU runs: decide only under it.
+                if not stale.is_dead(self.files, name):
+                    continue
+                await self.monitors.drop(name)
+                res = await stale.clean(self.files, name, keep_marker=name in keep)
+            if res is not None:
+                out.append(res)
+        return out
 
     async def recover(self) -> None:
         """At node daemon start: listen to every running VM again."""
