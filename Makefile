@@ -31,6 +31,7 @@ bench: setup
 	$(PY) bench/rpc.py
 	$(PY) bench/boot.py
 	$(PY) bench/hotplug.py
+	$(PY) bench/migrate.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
