@@ -210,8 +210,10 @@ async def instance_migrate(b: NodeBackend, args: t.InstanceMigrateArgs) -> t.Emp
 
 
 @handler(defs.INSTANCE_MIGRATION_STATUS)
-async def instance_migration_status(b: NodeBackend, args: t.InstanceNameArgs) -> t.MigrationStatus:
-    return await b.hv(args.hypervisor).migration_status(args.name)
+async def instance_migration_status(
+    b: NodeBackend, args: t.MigrationStatusArgs
+) -> t.MigrationStatus:
+    return await b.hv(args.hypervisor).migration_status(args.name, min(args.wait, 5.0))
 
 
 @handler(defs.FINALIZE_MIGRATION_DST)

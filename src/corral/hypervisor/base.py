@@ -102,7 +102,7 @@ class Hypervisor(abc.ABC):
         """Source: start sending; returns at once (see :meth:`migration_status`)."""
         raise HypervisorError(f"the {self.NAME} hypervisor cannot migrate", ECode.INVAL)
 
-    async def migration_status(self, name: str) -> MigrationStatus:
+    async def migration_status(self, name: str, wait: float = 0.0) -> MigrationStatus:
         raise HypervisorError(f"the {self.NAME} hypervisor cannot migrate", ECode.INVAL)
 
     async def finalize_migration_dst(self, inst: InstanceSpec, success: bool, live: bool) -> None:

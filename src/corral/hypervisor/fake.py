@@ -140,7 +140,7 @@ class FakeHypervisor(Hypervisor):
         if await self.instance_info(inst.name) is None:
             raise HypervisorError(f"instance {inst.name} is not running", ECode.STATE)
 
-    async def migration_status(self, name: str) -> MigrationStatus:
+    async def migration_status(self, name: str, wait: float = 0.0) -> MigrationStatus:
         return MigrationStatus(status="completed", total_time_ms=0, downtime_ms=0)
 
     async def finalize_migration_dst(self, inst: InstanceSpec, success: bool, live: bool) -> None:

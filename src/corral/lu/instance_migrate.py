@@ -91,18 +91,6 @@ class Mover:
         check_node_not_drained(tgt)
         node = self.lu.target(tgt)
         spec = instance_spec(self.cfg, self.inst)
-        info = await self.rpc.call(
-            node,
-            defs.NODE_INFO,
-            t.HypervisorListArgs(hypervisors=self.cfg.cluster.enabled_hypervisors),
-        )
-        free = info.get(f"querying node {tgt.name}").memory_free
-        if free < spec.beparams.minmem:
-            raise OpPrereqError(
-                f"not enough memory on node {tgt.name} for {self.inst.name}: "
-                f"needed {spec.beparams.minmem} MiB, free {free} MiB",
-                ECode.NORES,
-            )
         group = self.cfg.node_group(tgt)
         bridges = sorted(
             {
@@ -111,19 +99,33 @@ class Mover:
                 if p.mode == "bridged"
             }
         )
-        if bridges and self.inst.hypervisor != "fake":
-            res = await self.rpc.call(node, defs.BRIDGES_EXIST, t.BridgesArgs(bridges=bridges))
-            missing = res.get(f"checking bridges on {tgt.name}").missing
-            if missing:
-                raise OpPrereqError(
-                    f"bridge(s) {', '.join(missing)} do not exist on node {tgt.name}",
-                    ECode.ENVIRON,
-                )
-        res_v = await self.rpc.call(
-            node,
-            defs.HV_PARAMS_VERIFY,
-            t.HvParamsArgs(hypervisor=self.inst.hypervisor, hvparams=spec.hvparams),
+        # The three questions to the target are independent: ask them at once.
+        info, res_b, res_v = await asyncio.gather(
+            self.rpc.call(
+                node,
+                defs.NODE_INFO,
+                t.HypervisorListArgs(hypervisors=self.cfg.cluster.enabled_hypervisors),
+            ),
+            self.rpc.call(node, defs.BRIDGES_EXIST, t.BridgesArgs(bridges=bridges)),
+            self.rpc.call(
+                node,
+                defs.HV_PARAMS_VERIFY,
+                t.HvParamsArgs(hypervisor=self.inst.hypervisor, hvparams=spec.hvparams),
+            ),
         )
+        free = info.get(f"querying node {tgt.name}").memory_free
+        if free < spec.beparams.minmem:
+            raise OpPrereqError(
+                f"not enough memory on node {tgt.name} for {self.inst.name}: "
+                f"needed {spec.beparams.minmem} MiB, free {free} MiB",
+                ECode.NORES,
+            )
+        missing = res_b.get(f"checking bridges on {tgt.name}").missing
+        if missing and self.inst.hypervisor != "fake":
+            raise OpPrereqError(
+                f"bridge(s) {', '.join(missing)} do not exist on node {tgt.name}",
+                ECode.ENVIRON,
+            )
         res_v.get(f"checking the hypervisor parameters on {tgt.name}")
 
     async def running_on(self, node: Node) -> t.InstanceRuntime | None:
@@ -230,7 +232,11 @@ class Mover:
     async def _follow(self, src: Any) -> t.MigrationStatus:
         """Poll the source until the migration ends; progress into the job log."""
         last_log = 0.0
-        args = t.InstanceNameArgs(name=self.inst.name, hypervisor=self.inst.hypervisor)
+        # A long poll: the node answers when the migration ends, or after
+        # PROGRESS_EVERY with the progress — completion is seen at once.
+        args = t.MigrationStatusArgs(
+            name=self.inst.name, hypervisor=self.inst.hypervisor, wait=PROGRESS_EVERY
+        )
         while True:
             res = await self.rpc.call(src, defs.INSTANCE_MIGRATION_STATUS, args)
             if res.failed:
@@ -240,14 +246,15 @@ class Mover:
             if st.status in ("completed", "failed", "cancelled"):
                 return st
             now = time.monotonic()
-            if st.total and now - last_log >= PROGRESS_EVERY:
+            if st.total and now - last_log >= PROGRESS_EVERY * 0.9:
                 last_log = now
                 done = 100.0 * (st.total - st.remaining) / st.total
                 self.lu.log_info(
                     f"* memory transfer progress: {done:.1f} % ({st.mbps:.1f} Mbit/s, "
                     f"{st.remaining >> 20} MiB remaining)"
                 )
-            await asyncio.sleep(POLL_SECONDS)
+            if st.status in ("none", "setup"):
+                await asyncio.sleep(POLL_SECONDS)  # not started yet: nothing to wait on
 
     async def cleanup(self) -> None:
         """Settle a half-finished migration from what both nodes report."""

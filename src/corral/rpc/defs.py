@@ -177,7 +177,7 @@ INSTANCE_MIGRATION_STATUS = _call(
     "instance_get_migration_status",
     False,
     Timeout.URGENT,
-    t.InstanceNameArgs,
+    t.MigrationStatusArgs,
     t.MigrationStatus,
     "Source: progress of the running migration.",
 )

@@ -238,6 +238,15 @@ class AcceptInstanceArgs(Record, frozen=True, kw_only=True):
     port: int
 
 
+class MigrationStatusArgs(Record, frozen=True, kw_only=True):
+    """``wait``: return as soon as the migration ends, or after this many seconds
+    with the progress (a long poll: completion is seen at once, not at the next poll)."""
+
+    name: str
+    hypervisor: str
+    wait: float = 0.0
+
+
 class InstanceMigrateArgs(Record, frozen=True, kw_only=True):
     instance: InstanceSpec
     address: str

@@ -397,8 +397,8 @@ class KvmHypervisor(Hypervisor):
     async def migrate(self, inst: InstanceSpec, address: str, port: int, live: bool) -> None:
         await migration.migrate(self, inst, address, port, live)
 
-    async def migration_status(self, name: str) -> MigrationStatus:
-        return await migration.status(self, name)
+    async def migration_status(self, name: str, wait: float = 0.0) -> MigrationStatus:
+        return await migration.status(self, name, wait)
 
     async def finalize_migration_dst(self, inst: InstanceSpec, success: bool, live: bool) -> None:
         await migration.finalize_dst(self, inst, success, live)

@@ -37,6 +37,13 @@ def capabilities(caps: str) -> list[dict[str, Any]]:
     return [{"capability": c, "state": True} for c in names]
 
 
+def source_capabilities(caps: str) -> list[dict[str, Any]]:
+    """The source's: also ``events``, so the end of the migration is an event (no polling)."""
+    names = ["return-path", "events"]
+    names += [c for c in caps.split(":") if c and c not in names]
+    return [{"capability": c, "state": True} for c in names]
+
+
 async def migration_info(drv: KvmHypervisor, name: str) -> str:
     drv.files.check_name(name)
     if launch.pid_of(drv.files, name) is None:
@@ -96,7 +103,9 @@ async def migrate(
     # configuration's (as Ganeti), not the values the instance was started with.
     hv = hv_params(inst.hvparams or rt.hvparams)
     mon = await drv._monitor(name)
-    await mon.execute("migrate-set-capabilities", {"capabilities": capabilities(hv.migration_caps)})
+    await mon.execute(
+        "migrate-set-capabilities", {"capabilities": source_capabilities(hv.migration_caps)}
+    )
     await mon.execute(
         "migrate-set-parameters",
         {"max-bandwidth": hv.migration_bandwidth << 20, "downtime-limit": hv.migration_downtime},
@@ -123,12 +132,21 @@ def _status(res: dict[str, Any]) -> MigrationStatus:
     )
 
 
-async def status(drv: KvmHypervisor, name: str) -> MigrationStatus:
+async def status(drv: KvmHypervisor, name: str, wait: float = 0.0) -> MigrationStatus:
     drv.files.check_name(name)
     if launch.pid_of(drv.files, name) is None:
         raise HypervisorError(f"QEMU of {name} is gone on the source node", ECode.STATE)
     mon = await drv._monitor(name)
-    st = _status(await mon.execute("query-migrate"))
+    # Registered before the first query, so an end between the two is not missed.
+    ended = mon.expect("MIGRATION", lambda d: d.get("status") in _FINAL)
+    try:
+        st = _status(await mon.execute("query-migrate"))
+        if wait > 0 and st.status not in _FINAL:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ended), wait)
+            st = _status(await mon.execute("query-migrate"))
+    finally:
+        ended.cancel()
     if st.status == "completed" and not st.total_time_ms:
         # Right after the event the figures can still be zero: ask once more.
         await asyncio.sleep(0.01)
