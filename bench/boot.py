@@ -36,8 +36,6 @@ Run as root: ``.venv/bin/python bench/boot.py [--runs N]`` (or
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
 import os
 import resource
@@ -46,7 +44,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -55,11 +52,11 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import Row, figure, machine_note, print_table
+import _kvmbench
+from _util import Row, figure, print_table
 from corral import testguest
 from corral import vcluster as vcl
 from corral.errors import CorralError
-from corral.hypervisor.kvm import probe
 from corral.testguest import BootLine, DevicesLine
 from corral.vcluster import net
 from corral.vcluster.model import BIN
@@ -494,28 +491,8 @@ def report(corral: list[Marks], floor: list[Marks], note: str) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--runs", type=int, default=5, help="measured runs of each (default 5)")
-    args = ap.parse_args()
-    if args.runs < 1:
-        ap.error("--runs must be at least 1")
-    if os.geteuid() != 0:
-        raise SystemExit("bench/boot.py needs root (network namespaces, bridges, taps)")
-    if not os.access(KVM, os.X_OK):
-        raise SystemExit(f"{KVM} is missing: install qemu-system-x86")
-
-    note = machine_note()
-    try:
-        guest = testguest.build()
-        machine = asyncio.run(probe.pin_machine(KVM, "pc"))  # what Corral runs for "pc"
-    except CorralError as err:
-        raise SystemExit(f"boot benchmark cannot start: {err}") from None
-    work = Path(tempfile.mkdtemp(prefix="corral-bench-boot-", dir="/var/tmp"))
-    # Daemons and CLI processes of the cluster inherit this environment: give
-    # them a bytecode cache like an installed package has, even when the caller
-    # sets PYTHONDONTWRITEBYTECODE (else every process compiles its imports).
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    kb = _kvmbench.start("boot", KVM, __doc__, 5, "measured runs of each (default 5)")
+    note, guest, machine, work = kb.note, kb.guest, kb.machine, kb.work
     corral: list[Marks] = []
     floor: list[Marks] = []
     try:
@@ -524,7 +501,7 @@ def main() -> int:
             fl = Floor(vc.master, guest, machine, work / "floor", tap=f"{vc.prefix}ft")
             try:
                 fl.prepare()
-                for i in range(args.runs + 1):  # the first round is the warm-up
+                for i in range(kb.runs + 1):  # the first round is the warm-up
                     got: dict[str, Marks] = {}
                     for who in ("corral", "floor") if i % 2 == 0 else ("floor", "corral"):
                         got[who] = corral_run(vc) if who == "corral" else fl.run()

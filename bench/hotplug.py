@@ -48,7 +48,6 @@ bench``); about 1.5 min for 10 rounds.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
@@ -56,7 +55,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -68,7 +66,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped]
 from qemu.qmp import EventListener, Message, QMPClient
 
-from _util import Row, _num, machine_note, print_table
+import _kvmbench
+from _util import Row, _num, print_table
 from boot import (
     FLOOR_MAC,
     INSTANCE,
@@ -88,7 +87,6 @@ from boot import (
 from corral import testguest
 from corral import vcluster as vcl
 from corral.errors import CorralError
-from corral.hypervisor.kvm import probe
 from corral.network.tap import open_tap
 from corral.testguest import DevicesLine
 from corral.vcluster import net
@@ -591,26 +589,8 @@ def first_report(console: Path, offset: int, pidfile: Path, mac: str, hot_mac: s
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--runs", type=int, default=10, help="measured rounds (default 10)")
-    args = ap.parse_args()
-    if args.runs < 1:
-        ap.error("--runs must be at least 1")
-    if os.geteuid() != 0:
-        raise SystemExit("bench/hotplug.py needs root (network namespaces, bridges, taps)")
-    if not os.access(KVM, os.X_OK):
-        raise SystemExit(f"{KVM} is missing: install qemu-system-x86")
-
-    note = machine_note()
-    try:
-        guest = testguest.build()
-        machine = asyncio.run(probe.pin_machine(KVM, "pc"))  # what Corral runs for "pc"
-    except CorralError as err:
-        raise SystemExit(f"hotplug benchmark cannot start: {err}") from None
-    work = Path(tempfile.mkdtemp(prefix="corral-bench-hotplug-", dir="/var/tmp"))
-    # As in bench/boot.py: the cluster's processes get a bytecode cache.
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    kb = _kvmbench.start("hotplug", KVM, __doc__, 10, "measured rounds (default 10)")
+    note, guest, machine, work = kb.note, kb.guest, kb.machine, kb.work
     stop = threading.Event()
     try:
         with signals_as_exit(), vcl.virtual_cluster(1, base=work / "vc") as vc:
@@ -630,7 +610,7 @@ def main() -> int:
                 samples = run_in_thread(
                     node.ns,
                     lambda: asyncio.run(
-                        measure(node, fl, floor_proc, corral_g, floor_g, args.runs, stop)
+                        measure(node, fl, floor_proc, corral_g, floor_g, kb.runs, stop)
                     ),
                     stop,
                 )

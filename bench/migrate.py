@@ -41,7 +41,6 @@ bench``); about 40 s for 10 runs.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
@@ -53,7 +52,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -64,13 +62,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from qemu.qmp import QMPClient
 
-from _util import Row, _num, machine_note, print_table
+import _kvmbench
+from _util import Row, _num, print_table
 from boot import KVM, BenchError, gnt, job_phases, pid_in, signals_as_exit
 from corral import testguest
 from corral import vcluster as vcl
 from corral.demotools import Pinger, wait_report
 from corral.errors import CorralError
-from corral.hypervisor.kvm import probe
 from corral.network import brioctl
 from corral.network.tap import open_tap
 from corral.testguest import DevicesLine
@@ -549,27 +547,9 @@ async def measure(
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--runs", type=int, default=10, help="measured migrations of each (default 10)")
-    args = ap.parse_args()
-    if args.runs < 1:
-        ap.error("--runs must be at least 1")
-    if os.geteuid() != 0:
-        raise SystemExit("bench/migrate.py needs root (network namespaces, bridges, taps)")
-    if not os.access(KVM, os.X_OK):
-        raise SystemExit(f"{KVM} is missing: install qemu-system-x86")
-
-    note = machine_note()
-    try:
-        guest = testguest.build()
-        machine = asyncio.run(probe.pin_machine(KVM, "pc"))  # what Corral runs for "pc"
-    except CorralError as err:
-        raise SystemExit(f"migration benchmark cannot start: {err}") from None
+    kb = _kvmbench.start("migrate", KVM, __doc__, 10, "measured migrations of each (default 10)")
+    note, guest, machine, work = kb.note, kb.guest, kb.machine, kb.work
     print(f"migration parameters, both sides: {PARAMS}; machine {machine}", file=sys.stderr)
-    work = Path(tempfile.mkdtemp(prefix="corral-bench-migrate-", dir="/var/tmp"))
-    # As in bench/boot.py: the cluster's processes get a bytecode cache.
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     try:
         with signals_as_exit(), vcl.virtual_cluster(2, base=work / "vc") as vc:
             fl = FloorVM(guest, machine, work / "floor")
@@ -579,7 +559,7 @@ def main() -> int:
                 setup_corral(vc, guest)
                 first_devices(fl.ctl(vc.master, "console.log"), FLOOR_MAC)
                 client = vcl.add_guest_ns(vc, vc.master, 1, CLIENT_IP)
-                corral, floor = asyncio.run(measure(vc, fl, client, args.runs))
+                corral, floor = asyncio.run(measure(vc, fl, client, kb.runs))
             finally:
                 fl.stop_all()
     except (BenchError, CorralError) as err:
