@@ -51,11 +51,6 @@ NOT_LIVE_NOTE = "take effect only at the next (re)start"
 
 
 @pytest.fixture(scope="module")
-def guest() -> testguest.GuestImage:
-    return testguest.build()
-
-
-@pytest.fixture(scope="module")
 def vc(
     tmp_path_factory: pytest.TempPathFactory, guest: testguest.GuestImage
 ) -> Iterator[vcl.VCluster]:

@@ -44,11 +44,6 @@ ADDR_1 = "203.0.113.82"
 
 
 @pytest.fixture(scope="module")
-def guest() -> testguest.GuestImage:
-    return testguest.build()
-
-
-@pytest.fixture(scope="module")
 def vc(
     tmp_path_factory: pytest.TempPathFactory, guest: testguest.GuestImage
 ) -> Iterator[vcl.VCluster]:

@@ -50,11 +50,6 @@ def kargs(mac: str, addr: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def guest() -> testguest.GuestImage:
-    return testguest.build()
-
-
-@pytest.fixture(scope="module")
 def vc(
     tmp_path_factory: pytest.TempPathFactory, guest: testguest.GuestImage
 ) -> Iterator[vcl.VCluster]:

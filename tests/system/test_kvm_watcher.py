@@ -56,11 +56,6 @@ HOLDER = (
 
 
 @pytest.fixture(scope="module")
-def guest() -> testguest.GuestImage:
-    return testguest.build()
-
-
-@pytest.fixture(scope="module")
 def vc(
     tmp_path_factory: pytest.TempPathFactory, guest: testguest.GuestImage
 ) -> Iterator[vcl.VCluster]:

@@ -19,7 +19,9 @@ from corral.locking import Level, LockManager
 from corral.objects import Node
 from corral.opcodes import OpCode
 from corral.paths import Paths
+from corral.rpc import defs
 from corral.rpc.client import NodeTarget, RpcClient
+from corral.rpc.types import BridgesArgs
 
 OpT = TypeVar("OpT", bound=OpCode)
 
@@ -102,6 +104,19 @@ class LogicalUnit(Generic[OpT]):
         if isinstance(node, str):
             node = self.cfg.data.nodes[node]
         return NodeTarget(node.name, node.primary_ip, node.offline)
+
+    async def check_bridges(self, node: Node, bridges: list[str]) -> None:
+        """OpPrereqError unless every bridge exists on ``node`` (asked only if any)."""
+        if not bridges:
+            return
+        res = await self.rpc.call(
+            self.target(node), defs.BRIDGES_EXIST, BridgesArgs(bridges=bridges)
+        )
+        missing = res.get(f"checking bridges on {node.name}").missing
+        if missing:
+            raise OpPrereqError(
+                f"bridge(s) {', '.join(missing)} do not exist on node {node.name}", ECode.ENVIRON
+            )
 
     def owned(self, level: Level) -> list[str]:
         owner = f"job-{self.ctx.job.job_id}"

@@ -95,6 +95,23 @@ def instance_spec(
     )
 
 
+def needed_bridges(
+    cfg: ConfigWriter, hv_name: str, node: Node, nics: list[objects.NIC]
+) -> list[str]:
+    """Bridges ``nics`` need on ``node``; none for a hypervisor that plugs no NICs
+    into the node's network (the fake one)."""
+    if not hypervisor.hv_class(hv_name).ATTACHES_NICS:
+        return []
+    group = cfg.node_group(node)
+    return sorted(
+        {
+            p.link
+            for p in (objects.fill_nic(cfg.cluster, group, nic) for nic in nics)
+            if p.mode == "bridged"
+        }
+    )
+
+
 def instance_hook_env(cfg: ConfigWriter, inst: Instance) -> dict[str, str]:
     """Ganeti's ``BuildInstanceHookEnvByObject`` (keys without ``GANETI_``)."""
     spec = instance_spec(cfg, inst)

@@ -22,6 +22,7 @@ from corral.lu.common import (
     disk_spec,
     instance_hook_env,
     instance_spec,
+    needed_bridges,
 )
 from corral.objects import NIC, Disk, Instance
 from corral.opcodes import (
@@ -201,23 +202,9 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
     async def _check_node_side(self) -> None:
         """What only the node can tell (bridges, kernel files, binaries), before any change."""
         node = self.target(self.pnode)
-        group = self.cfg.node_group(self.pnode)
-        bridges = sorted(
-            {
-                p.link
-                for p in (objects.fill_nic(self.cfg.cluster, group, nic) for nic in self.nics)
-                if p.mode == "bridged"
-            }
+        await self.check_bridges(
+            self.pnode, needed_bridges(self.cfg, self.hv_name, self.pnode, self.nics)
         )
-        # Only a hypervisor that plugs NICs into the host's network needs the bridges.
-        if bridges and hypervisor.hv_class(self.hv_name).ATTACHES_NICS:
-            res = await self.rpc.call(node, defs.BRIDGES_EXIST, t.BridgesArgs(bridges=bridges))
-            missing = res.get("checking the NICs' bridges").missing
-            if missing:
-                raise OpPrereqError(
-                    f"bridge(s) {', '.join(missing)} do not exist on node {self.pnode.name}",
-                    ECode.ENVIRON,
-                )
         res_v = await self.rpc.call(
             node,
             defs.HV_PARAMS_VERIFY,

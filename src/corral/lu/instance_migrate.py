@@ -19,7 +19,6 @@ import asyncio
 import time
 from typing import Any
 
-from corral import objects
 from corral.errors import ECode, OpExecError, OpPrereqError, ParameterError
 from corral.locking import Level
 from corral.lu.base import LogicalUnit, register
@@ -28,6 +27,7 @@ from corral.lu.common import (
     check_node_online,
     check_node_vm_capable,
     instance_spec,
+    needed_bridges,
 )
 from corral.lu.instance import _InstanceLU
 from corral.objects import Instance, Node
@@ -91,22 +91,15 @@ class Mover:
         check_node_not_drained(tgt)
         node = self.lu.target(tgt)
         spec = instance_spec(self.cfg, self.inst)
-        group = self.cfg.node_group(tgt)
-        bridges = sorted(
-            {
-                p.link
-                for p in (objects.fill_nic(self.cfg.cluster, group, n) for n in self.inst.nics)
-                if p.mode == "bridged"
-            }
-        )
+        bridges = needed_bridges(self.cfg, self.inst.hypervisor, tgt, self.inst.nics)
         # The three questions to the target are independent: ask them at once.
-        info, res_b, res_v = await asyncio.gather(
+        info, _, res_v = await asyncio.gather(
             self.rpc.call(
                 node,
                 defs.NODE_INFO,
                 t.HypervisorListArgs(hypervisors=self.cfg.cluster.enabled_hypervisors),
             ),
-            self.rpc.call(node, defs.BRIDGES_EXIST, t.BridgesArgs(bridges=bridges)),
+            self.lu.check_bridges(tgt, bridges),
             self.rpc.call(
                 node,
                 defs.HV_PARAMS_VERIFY,
@@ -119,12 +112,6 @@ class Mover:
                 f"not enough memory on node {tgt.name} for {self.inst.name}: "
                 f"needed {spec.beparams.minmem} MiB, free {free} MiB",
                 ECode.NORES,
-            )
-        missing = res_b.get(f"checking bridges on {tgt.name}").missing
-        if missing and self.inst.hypervisor != "fake":
-            raise OpPrereqError(
-                f"bridge(s) {', '.join(missing)} do not exist on node {tgt.name}",
-                ECode.ENVIRON,
             )
         res_v.get(f"checking the hypervisor parameters on {tgt.name}")
 
@@ -372,6 +359,7 @@ class LUInstanceMigrate(_MoveLU):
     HPATH = "instance-migrate"
 
     async def check_prereq_nodes(self) -> None:
+        self.failover_instead = False
         if self.op.cleanup:
             return
         check_node_online(self.pnode)
@@ -391,7 +379,7 @@ class LUInstanceMigrate(_MoveLU):
         live = migration_live(hv, self.op.mode, self.op.live)
         if self.op.cleanup:
             await self.mover.cleanup()
-        elif getattr(self, "failover_instead", False):
+        elif self.failover_instead:
             self.log_warning("the instance is not running: failing over instead")
             await self.mover.failover(120.0, False)
         else:

@@ -31,7 +31,7 @@ from corral import hypervisor, objects, params
 from corral.errors import ECode, OpExecError, OpPrereqError, ParameterError
 from corral.lu import devices
 from corral.lu.base import register
-from corral.lu.common import check_node_online, disk_spec, instance_spec
+from corral.lu.common import check_node_online, disk_spec, instance_spec, needed_bridges
 from corral.lu.devices import DiskChange, NicChange
 from corral.lu.instance import _InstanceLU
 from corral.lu.os import merge_osparams, normalize_osparams
@@ -195,31 +195,9 @@ class LUInstanceSetParams(_InstanceLU):
             )
 
     async def _check_bridges(self) -> None:
-        if not hypervisor.hv_class(self.inst.hypervisor).ATTACHES_NICS:
-            return
-        group = self.cfg.node_group(self.pnode)
-        bridges = sorted(
-            {
-                p.link
-                for p in (
-                    objects.fill_nic(self.cfg.cluster, group, c.nic)
-                    for c in self.nic_changes
-                    if c.action != "remove"
-                )
-                if p.mode == "bridged"
-            }
-        )
-        if not bridges:
-            return
-        res = await self.rpc.call(
-            self.target(self.pnode), defs.BRIDGES_EXIST, t.BridgesArgs(bridges=bridges)
-        )
-        missing = res.get("checking the NICs' bridges").missing
-        if missing:
-            raise OpPrereqError(
-                f"bridge(s) {', '.join(missing)} do not exist on node {self.pnode.name}",
-                ECode.ENVIRON,
-            )
+        nics = [c.nic for c in self.nic_changes if c.action != "remove"]
+        bridges = needed_bridges(self.cfg, self.inst.hypervisor, self.pnode, nics)
+        await self.check_bridges(self.pnode, bridges)
 
     # --- execution -------------------------------------------------------------------
 
