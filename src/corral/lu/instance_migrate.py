@@ -82,6 +82,7 @@ class Mover:
         self.inst = inst
         self.source = self.cfg.data.nodes[inst.primary_node]
         self.target = target
+        self.info: t.MigrationInfo | None = None
 
     async def check_target(self) -> None:
         """Target online, capable, with the memory, bridges and hypervisor setup."""
@@ -114,6 +115,17 @@ class Mover:
                 ECode.NORES,
             )
         res_v.get(f"checking the hypervisor parameters on {tgt.name}")
+
+    async def fetch_migration_info(self) -> t.MigrationInfo:
+        """The source's runtime file (what the target rebuilds), kept for :meth:`migrate`."""
+        res = await self.rpc.call(
+            self.lu.target(self.source),
+            defs.MIGRATION_INFO,
+            t.InstanceNameArgs(name=self.inst.name, hypervisor=self.inst.hypervisor),
+        )
+        info: t.MigrationInfo = res.get(f"getting the migration data from {self.source.name}")
+        self.info = info
+        return info
 
     async def running_on(self, node: Node) -> t.InstanceRuntime | None:
         res = await self.rpc.call(
@@ -164,13 +176,7 @@ class Mover:
             f"Migrating instance {inst.name} ({'live' if live else 'non-live'}) "
             f"from {self.source.name} to {self.target.name}"
         )
-        info = (
-            await self.rpc.call(
-                src,
-                defs.MIGRATION_INFO,
-                t.InstanceNameArgs(name=inst.name, hypervisor=inst.hypervisor),
-            )
-        ).get(f"getting the migration data from {self.source.name}")
+        info = self.info if self.info is not None else await self.fetch_migration_info()
         acc = await self.rpc.call(
             dst,
             defs.ACCEPT_INSTANCE,
@@ -200,7 +206,6 @@ class Mover:
                 live, f"the instance does not run on the target: {fin.fail_msg}"
             )
         self._move_config()
-        await self.cfg.commit()
         lu.log_info(
             f"Migration completed in {time.monotonic() - start:.2f} s"
             + (
@@ -209,7 +214,13 @@ class Mover:
                 else ""
             )
         )
-        done = await self._finalize(self.source, defs.FINALIZE_MIGRATION_SRC, True, live)
+        # The guest runs on the target (checked above) and the source QEMU is
+        # spent (post-migrate, it cannot resume): recording the move and
+        # stopping the old copy are independent, so they overlap.
+        _, done = await asyncio.gather(
+            self.cfg.commit(),
+            self._finalize(self.source, defs.FINALIZE_MIGRATION_SRC, True, live),
+        )
         if done.failed:
             lu.log_warning(
                 f"the old copy on {self.source.name} could not be stopped: {done.fail_msg}",
@@ -363,16 +374,31 @@ class LUInstanceMigrate(_MoveLU):
         if self.op.cleanup:
             return
         check_node_online(self.pnode)
-        if not await self.is_running():
+        # Independent questions to the two nodes: at once. The source's runtime
+        # file is fetched now too (the target is built from it).
+        running, target_ok, info = await asyncio.gather(
+            self.is_running(),
+            self.mover.check_target(),
+            self.mover.fetch_migration_info(),
+            return_exceptions=True,
+        )
+        if isinstance(running, BaseException):
+            raise running
+        if not running:
             if self.op.allow_failover:
                 self.failover_instead = True
+                if self.inst.admin_state == "up" and isinstance(target_ok, BaseException):
+                    raise target_ok
                 return
             raise OpPrereqError(
                 f"instance {self.inst.name} is not running; nothing to migrate "
                 "(gnt-instance failover moves a stopped instance)",
                 ECode.STATE,
             )
-        await self.mover.check_target()
+        if isinstance(target_ok, BaseException):
+            raise target_ok
+        if isinstance(info, BaseException):
+            raise info
 
     async def exec(self) -> None:
         hv = instance_spec(self.cfg, self.inst).hvparams

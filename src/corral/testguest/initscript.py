@@ -16,6 +16,10 @@ guest. It reports on the serial console, one line per event, in the formats
     online grow (QMP ``block_resize``) is reported too.
 ``POWEROFF``
     the ACPI power button was pressed; the guest powers off right after.
+``PING <ip> ok``
+    the guest reached ``<ip>`` (``corral.ping=<ip>`` on the kernel command
+    line, several allowed): it pings once a second until the first reply —
+    how a test shows one instance reaching another.
 
 The polling loop runs only shell builtins (globs, ``read``, ``[``) and sleeps
 with ``read -t`` on a private FIFO, so an idle guest forks nothing; under
@@ -79,6 +83,19 @@ apply_addrs() {
 	done
 	set +f
 }
+
+# corral.ping=<ip>: try once a second (in the background) until <ip> answers.
+pinger() {
+	while :; do
+		ping -c 1 -W 1 "$1" >/dev/null 2>&1 && { echo "PING $1 ok"; return; }
+		sleep 1
+	done
+}
+set -f
+for w in $CMDLINE; do
+	case "$w" in corral.ping=*) pinger "${w#*=}" & ;; esac
+done
+set +f
 
 # A FIFO nobody writes to: "read -t" on it is a sleep without a fork.
 mkfifo /tmp/tick

@@ -137,7 +137,36 @@ def pid_of(files: KvmFiles, name: str) -> int | None:
 
 
 async def wait_exit(files: KvmFiles, name: str, pid: int, timeout: float) -> bool:
+    """Whether QEMU ``pid`` of ``name`` is gone within ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
+    # A pidfd is readable the moment the process exits (after its memory is
+    # released): no polling delay on the migration's last step.
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pidfd = -1
+    if pidfd >= 0:
+        try:
+            if pid_of(files, name) != pid:  # opened after an exit or for a reused pid
+                return True
+            exited: asyncio.Future[None] = loop.create_future()
+
+            def on_exit() -> None:
+                if not exited.done():
+                    exited.set_result(None)
+
+            loop.add_reader(pidfd, on_exit)
+            try:
+                await asyncio.wait_for(exited, timeout)
+                return True
+            except TimeoutError:
+                return pid_of(files, name) != pid
+            finally:
+                loop.remove_reader(pidfd)
+        finally:
+            os.close(pidfd)
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         if pid_of(files, name) != pid:

@@ -147,9 +147,11 @@ async def status(drv: KvmHypervisor, name: str, wait: float = 0.0) -> MigrationS
             st = _status(await mon.execute("query-migrate"))
     finally:
         ended.cancel()
-    if st.status == "completed" and not st.total_time_ms:
-        # Right after the event the figures can still be zero: ask once more.
-        await asyncio.sleep(0.01)
+    for _ in range(10):
+        if st.status != "completed" or st.total_time_ms:
+            break
+        # Right after the event the figures can still be zero: ask again shortly.
+        await asyncio.sleep(0.002)
         st = _status(await mon.execute("query-migrate"))
     return st
 
@@ -169,12 +171,22 @@ async def finalize_dst(drv: KvmHypervisor, inst: InstanceSpec, success: bool, li
         if pid is None:
             raise HypervisorError(f"QEMU of {name} is not running on the target", ECode.STATE)
         mon = await drv._monitor(name)
-        state = ""
-        for _ in range(200):  # the last pages may still be arriving
+        # The last pages may still be arriving: QEMU says RESUME when the guest
+        # runs (registered before asking, so one between the two is not missed).
+        resumed = mon.expect("RESUME")
+        try:
             state = str((await mon.execute("query-status"))["status"])
+            if state in ("inmigrate", "finish-migrate") and live:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(resumed), 4.0)
+                state = str((await mon.execute("query-status"))["status"])
+        finally:
+            resumed.cancel()
+        for _ in range(100):  # non-live, or no RESUME: ask until it settles
             if state not in ("inmigrate", "finish-migrate"):
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
+            state = str((await mon.execute("query-status"))["status"])
         if state == "paused" or (not live and state == "postmigrate"):
             await mon.execute("cont")  # a non-live migration arrives stopped
             state = str((await mon.execute("query-status"))["status"])
