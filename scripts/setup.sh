@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # qemu-*: KVM instances; busybox-static, lz4: the test guest; ganeti-os-noop:
-# the OS definition tests run unchanged.
+# the OS definition tests run unchanged; openvswitch-switch, ovn-*: OVN NICs
+# (the virtual cluster runs a chassis per node, userspace datapath).
 APT_PACKAGES=(python3 python3-venv python3-dev gcc iproute2 procps sqlite3 util-linux
-    qemu-system-x86 qemu-utils busybox-static lz4 ganeti-os-noop iputils-ping)
+    qemu-system-x86 qemu-utils busybox-static lz4 ganeti-os-noop iputils-ping
+    openvswitch-switch ovn-central ovn-host ethtool)
 UV_HOME=${CORRAL_UV_HOME:-/opt/corral-tools/uv}
 
 missing=()

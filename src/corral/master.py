@@ -190,6 +190,8 @@ class Master:
             return sorted(cfg.expand_node(name).tags)
         if kind == "nodegroup":
             return sorted(cfg.expand_group(name).tags)
+        if kind == "network":
+            return sorted(cfg.expand_network(name).tags)
         raise ParameterError("kind", f"unknown tag kind {kind!r}")
 
     async def SetDrainFlag(self, flag: Any) -> bool:

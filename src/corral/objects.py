@@ -114,6 +114,7 @@ class Network(ConfigObject, kw_only=True):
     network6: str | None = None
     gateway6: str | None = None
     mac_prefix: str | None = None
+    ovn_switch: str | None = None  # OVN logical switch backing the network (NIC mode ovn)
 
 
 class Cluster(ConfigObject, kw_only=True):
@@ -137,6 +138,7 @@ class Cluster(ConfigObject, kw_only=True):
     max_running_jobs: int = 20
     hotplug_by_default: bool = True
     noded_port: int = 1811
+    ovn_nb: str = ""  # OVN northbound database remote (tcp:HOST:PORT, …); empty: no OVN
     revoked_certs: list[int] = []  # serials of node certificates revoked by node removal
 
 

@@ -107,6 +107,7 @@ class OpClusterSetParams(OpCode, frozen=True, kw_only=True):
     ) = None
     max_running_jobs: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
     hotplug_by_default: bool | None = None
+    ovn_nb: str | None = None  # "" switches OVN off; the LU checks the remote's form
 
 
 class OpClusterCleanupStale(OpCode, frozen=True, kw_only=True):
@@ -118,6 +119,18 @@ class OpClusterCleanupStale(OpCode, frozen=True, kw_only=True):
     """
 
     nodes: list[Name] = []
+
+
+class OpClusterSyncOvn(OpCode, frozen=True, kw_only=True):
+    """Bring OVN ports in line with where instances run (the watcher; Corral only).
+
+    Every NIC in mode ``ovn`` gets its logical switch port, bound to the one
+    node its instance runs on (else its primary node); ports Corral made for
+    NICs no longer configured are deleted. Instances a job works on are
+    waited for (shared instance locks).
+    """
+
+    dry_run: bool = False
 
 
 # --- nodes -----------------------------------------------------------------------
@@ -172,6 +185,75 @@ class OpTagsDel(OpCode, frozen=True, kw_only=True):
     kind: TagKind
     name: str | None = None
     tags: list[Tag]
+
+
+# --- networks --------------------------------------------------------------------
+
+NETWORK_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NetworkName = Annotated[str, msgspec.Meta(pattern=NETWORK_NAME_RE)]
+
+
+class OpNetworkAdd(OpCode, frozen=True, kw_only=True):
+    """A new network (Ganeti's fields; ``network`` is required, as in Ganeti).
+
+    Addresses are checked by the LU (CIDR form, gateway inside the network).
+    ``ovn_switch``: the OVN logical switch backing it (Corral's; NIC mode ``ovn``).
+    Corral keeps no IP pool: ``add_reserved_ips`` is refused when not empty and
+    ``conflicts_check`` (Ganeti reserves node IPs in the pool) has nothing to do.
+    """
+
+    DSC_FIELD = "network_name"
+    network_name: NetworkName
+    network: str
+    gateway: str | None = None
+    network6: str | None = None
+    gateway6: str | None = None
+    mac_prefix: str | None = None
+    add_reserved_ips: list[str] | None = None
+    conflicts_check: bool = True
+    tags: list[Tag] = []
+    ovn_switch: NetworkName | None = None
+
+
+class OpNetworkRemove(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "network_name"
+    network_name: str
+    force: bool = False
+
+
+class OpNetworkSetParams(OpCode, frozen=True, kw_only=True):
+    """Change a network; ``"none"`` clears a value (Ganeti's ``VALUE_NONE``)."""
+
+    DSC_FIELD = "network_name"
+    network_name: str
+    gateway: str | None = None
+    network6: str | None = None
+    gateway6: str | None = None
+    mac_prefix: str | None = None
+    add_reserved_ips: list[str] | None = None
+    remove_reserved_ips: list[str] | None = None
+
+
+class OpNetworkConnect(OpCode, frozen=True, kw_only=True):
+    """Connect a network to one node group with the NIC parameters its NICs get there.
+
+    Mode/link not given: ``ovn``/``br-int`` for a network with an OVN switch,
+    else the group's NIC defaults.
+    """
+
+    DSC_FIELD = "network_name"
+    group_name: str
+    network_name: str
+    network_mode: str | None = None
+    network_link: str | None = None
+    network_vlan: str | None = None
+    conflicts_check: bool = True
+
+
+class OpNetworkDisconnect(OpCode, frozen=True, kw_only=True):
+    DSC_FIELD = "network_name"
+    group_name: str
+    network_name: str
 
 
 # --- debug -----------------------------------------------------------------------
@@ -428,9 +510,15 @@ AnyOpCode = (
     | OpClusterDestroy
     | OpClusterSetParams
     | OpClusterCleanupStale
+    | OpClusterSyncOvn
     | OpTagsGet
     | OpTagsSet
     | OpTagsDel
+    | OpNetworkAdd
+    | OpNetworkRemove
+    | OpNetworkSetParams
+    | OpNetworkConnect
+    | OpNetworkDisconnect
     | OpTestDelay
     | OpInstanceCreate
     | OpInstanceRemove
@@ -469,6 +557,8 @@ _FRIENDLY = {
     MAC_RE: "not a valid MAC address (expected aa:bb:cc:dd:ee:ff, auto or generate)",
     TAG_RE: "not a valid tag (1-128 of letters, digits and .+*/:@-_)",
     IP_RE: "not a valid IP address (or pool/none)",
+    NETWORK_NAME_RE: "not a valid network name (1-64 of letters, digits, '_', '-' and '.', "
+    "starting with a letter or digit)",
     JOIN_RE: "not valid join information (expected sha256:<hex>:<token> from "
     "'corral-noded --join-info' on the new node)",
 }

@@ -58,6 +58,7 @@ class PassReport:
     node_errors: dict[str, str] = field(default_factory=dict)
     restarts: list[Restart] = field(default_factory=list)
     given_up: list[str] = field(default_factory=list)
+    ovn: dict[str, list[str]] = field(default_factory=dict)  # OP_CLUSTER_SYNC_OVN's report
     archived: int = 0
 
     @property
@@ -113,6 +114,15 @@ def run_pass(
         if entry.get("error"):
             report.node_errors[entry["node"]] = entry["error"]
         report.cleaned += [{"node": entry["node"], **c} for c in entry.get("cleaned", [])]
+
+    # 1b. OVN ports bound where their instances run (a master that died mid-
+    # migration leaves a port requested on two chassis). No-op without OVN.
+    job = client.submit_job([{"OP_ID": "OP_CLUSTER_SYNC_OVN"}])
+    try:
+        (report.ovn,) = client.wait_for_job(job, lambda entry: out(str(entry[3])))
+    except CorralError as err:
+        report.node_errors["ovn"] = str(err)
+        out(f"OVN sync job {job} failed: {err}")
 
     # 2. Instances that should run but died.
     state_path = paths.data_dir / STATE_FILE

@@ -363,12 +363,27 @@ def test_routed_errors_leave_nothing_behind(node: Node, link: str, ip: str, mess
     assert node.routes(100) == []
 
 
-@pytest.mark.parametrize("mode", ["openvswitch", "ovn"])
-def test_unsupported_modes_fail_clearly(node: Node, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "extra", "message"),
+    [
+        ("ovn", {}, "has no INTERFACE_UUID"),
+        (
+            "ovn",
+            {"INTERFACE_UUID": "0b7c6a52-1b0e-4c53-9d8b-5a1f3c6e2d10"},
+            "Cannot connect to OVSDB",
+        ),
+        ("openvswitch", {}, "Cannot connect to OVSDB"),
+    ],
+)
+def test_ovs_modes_without_ovs_fail_clearly(
+    node: Node, mode: str, extra: dict[str, str], message: str
+) -> None:
+    """No ovsdb-server on this node: a clear error naming what is missing, tap untouched."""
     tap, _ = node.open_tap()
-    r = node.run([IFUP, tap], _env(tap, mode, "br0"))
+    r = node.run([IFUP, tap], _env(tap, mode, "br0" if mode == "openvswitch" else "", **extra))
     assert r.returncode == 1
-    assert "not supported yet" in r.stderr
+    assert message in r.stderr, r.stderr
+    _assert_untouched(node, tap)
 
 
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox ping")

@@ -205,9 +205,12 @@ def add_instance(
 
 
 @contextlib.contextmanager
-def kvm_vcluster(n: int, base: Path, guest: testguest.GuestImage) -> Iterator[vcl.VCluster]:
-    """A virtual cluster whose KVM parameters boot the test guest."""
-    with vcl.virtual_cluster(n, base=base) as c:
+def kvm_vcluster(
+    n: int, base: Path, guest: testguest.GuestImage, *, ovn: bool = False
+) -> Iterator[vcl.VCluster]:
+    """A virtual cluster whose KVM parameters boot the test guest (with ``ovn``,
+    every node an OVN chassis: :mod:`corral.vcluster.ovn`)."""
+    with vcl.virtual_cluster(n, base=base, ovn=ovn) as c:
         gnt(c, *guest.enable_kvm_argv())
         yield c
 

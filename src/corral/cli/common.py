@@ -215,7 +215,9 @@ def list_command(
     args: argparse.Namespace,
     default_fields: list[str],
     names: list[str] | None = None,
+    formatters: dict[str, Callable[[Any], str]] | None = None,
 ) -> int:
+    """Ganeti's ``list``; ``formatters``: how to show some fields' values (by field name)."""
     fields = fields_option(args.output, default_fields)
     qfilter = qlang.parse(args.filter) if getattr(args, "filter", None) else None
     units = args.units or ("h" if args.separator is None else "m")
@@ -223,8 +225,14 @@ def list_command(
         raise ParameterError("units", f"invalid unit {units!r} (use h, m, g or t)")
     result = client.query(what, fields, qfilter, names or None)
     defs = result["fields"]
+    fmts = formatters or {}
     rows = [
-        [format_value(d["kind"], st, val, units) for d, (st, val) in zip(defs, row, strict=True)]
+        [
+            fmts[d["name"]](val)
+            if d["name"] in fmts and st == 0 and val is not None
+            else format_value(d["kind"], st, val, units)
+            for d, (st, val) in zip(defs, row, strict=True)
+        ]
         for row in result["data"]
     ]
     numeric = [d["kind"] in ("number", "unit") for d in defs]

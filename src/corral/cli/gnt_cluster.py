@@ -237,6 +237,7 @@ def cmd_info(client: Client, args: argparse.Namespace) -> int:
     print(f"  enabled disk templates: {', '.join(info['enabled_disk_templates'])}")
     print(f"  maximum concurrent jobs: {info['max_running_jobs']}")
     print(f"  hotplug by default: {info['hotplug_by_default']}")
+    print(f"  OVN northbound database: {info.get('ovn_nb') or '(none)'}")
     print("Default instance parameters:")
     _print_dict(info["beparams"], 1)
     print("Default nic parameters:")
@@ -255,6 +256,11 @@ def _setup_modify(p: argparse.ArgumentParser) -> None:
     _add_param_options(p)
     p.add_argument("--max-running-jobs", type=int)
     p.add_argument("--hotplug-by-default", choices=["yes", "no"])
+    p.add_argument(
+        "--ovn-nb",
+        metavar="REMOTE",
+        help="OVN northbound database: tcp:HOST:PORT, ssl:HOST:PORT or unix:PATH; '' = no OVN",
+    )
     p.add_argument("--submit", action="store_true")
 
 
@@ -279,6 +285,8 @@ def cmd_modify(client: Client, args: argparse.Namespace) -> int:
             op[name] = getattr(args, name)
     if args.hotplug_by_default is not None:
         op["hotplug_by_default"] = args.hotplug_by_default == "yes"
+    if args.ovn_nb is not None:
+        op["ovn_nb"] = args.ovn_nb
     if len(op) <= 2:
         raise UsageError("nothing to change; give at least one option", ECode.INVAL)
     submit_or_wait(client, [op], args)

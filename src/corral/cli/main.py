@@ -17,6 +17,7 @@ GROUPS = {
     "cluster": ("gnt-cluster", "gnt_cluster", "Cluster administration"),
     "node": ("gnt-node", "gnt_node", "Node administration"),
     "instance": ("gnt-instance", "gnt_instance", "Instance administration"),
+    "network": ("gnt-network", "gnt_network", "Network administration"),
     "job": ("gnt-job", "gnt_job", "Job queue administration"),
     "os": ("gnt-os", "gnt_os", "Operating system definitions"),
     "debug": ("gnt-debug", "gnt_debug", "Debugging commands"),

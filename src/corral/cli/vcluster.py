@@ -29,7 +29,7 @@ def _target(args: argparse.Namespace) -> str | Path | None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    vc = vcl.up(args.nodes, prefix=args.prefix, base=args.root)
+    vc = vcl.up(args.nodes, prefix=args.prefix, base=args.root, ovn=args.ovn)
     try:
         if not args.no_init:
             vcl.init_cluster(vc)
@@ -41,6 +41,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         pid = f"noded pid {node.noded_pid}" if node.noded_pid else "noded not started"
         print(f"  {node.name}  ns {node.ns}  {node.mgmt_ip}  root {node.root}  {pid}")
     print(f"master commands: CORRAL_ROOT={vc.master.root} gnt-cluster ...")
+    if vc.ovn:
+        from corral.vcluster import ovn
+
+        c = ovn.central(vc)
+        print(f"OVN on {c.node}: NB {c.nb_remote} (host: {c.nb_unix}), SB {c.sb_remote}")
+        print(f"  chassis: {', '.join(n.name for n in vc.nodes)} (geneve, userspace datapath)")
     return 0
 
 
@@ -102,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--prefix", help="name prefix (default: cv<random>-)")
     up.add_argument("--root", help=f"base directory (default: {model.DEFAULT_BASE}/<prefix>)")
     up.add_argument("--no-init", action="store_true", help="network and roots only")
+    up.add_argument(
+        "--ovn", action="store_true", help="OVN: NB/SB + ovn-northd on node1, every node a chassis"
+    )
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="remove a virtual cluster (also after a crash)")

@@ -118,6 +118,12 @@ class ConfigWriter:
             raise OpPrereqError(f"node group '{name}' not known", ECode.NOENT)
         return g
 
+    def expand_network(self, name: str) -> Network:
+        net = self.network_by_name(name) or self.data.networks.get(name)
+        if net is None:
+            raise OpPrereqError(f"network '{name}' not known", ECode.NOENT)
+        return net
+
     def node_group(self, node: Node) -> NodeGroup:
         return self.data.nodegroups[node.group]
 
@@ -130,9 +136,9 @@ class ConfigWriter:
     def mac_in_use(self, mac: str) -> bool:
         return mac in self._macs or mac in self._reserved_macs
 
-    def generate_mac(self) -> str:
-        """A MAC under the cluster prefix, unused and reserved for the caller."""
-        prefix = self.cluster.mac_prefix
+    def generate_mac(self, prefix: str | None = None) -> str:
+        """A MAC under ``prefix`` (default: the cluster's), unused and reserved for the caller."""
+        prefix = prefix or self.cluster.mac_prefix
         for _ in range(1000):
             mac = prefix + ":" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
             if not self.mac_in_use(mac):
@@ -252,6 +258,18 @@ class ConfigWriter:
     def remove_node(self, uuid: str) -> None:
         node = self.data.nodes.pop(uuid)
         self._node_by_name.pop(node.name, None)
+        self._bump()
+
+    def add_network(self, net: Network) -> None:
+        if net.name in self._net_by_name:
+            raise OpPrereqError(f"network '{net.name}' already exists", ECode.EXISTS)
+        self.data.networks[net.uuid] = net
+        self._net_by_name[net.name] = net.uuid
+        self._bump()
+
+    def remove_network(self, uuid: str) -> None:
+        net = self.data.networks.pop(uuid)
+        self._net_by_name.pop(net.name, None)
         self._bump()
 
     # --- durability -----------------------------------------------------------------

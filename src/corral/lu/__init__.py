@@ -8,6 +8,8 @@ from corral.lu import (  # noqa: F401
     instance_create,
     instance_migrate,
     instance_set_params,
+    network,
     node,
     os,
+    ovn_sync,
 )

@@ -13,6 +13,7 @@ from typing import Any
 from corral import __version__, hypervisor, objects, params
 from corral.errors import ECode, OpPrereqError, ParameterError
 from corral.locking import Level
+from corral.lu import network_checks
 from corral.lu.base import ALL_SET, LogicalUnit, register
 from corral.lu.drift import instance_drift
 from corral.objects import ConfigObject
@@ -70,6 +71,7 @@ def cluster_info(cfg: Any) -> dict[str, Any]:
         "default_iallocator": c.default_iallocator,
         "max_running_jobs": c.max_running_jobs,
         "hotplug_by_default": c.hotplug_by_default,
+        "ovn_nb": c.ovn_nb,
     }
 
 
@@ -148,6 +150,8 @@ class LUClusterSetParams(LogicalUnit[OpClusterSetParams]):
             value = getattr(op, name)
             if value is not None:
                 setattr(new, name, value)
+        if op.ovn_nb is not None:
+            new.ovn_nb = network_checks.ovn_nb_remote(op.ovn_nb)
 
     def build_hooks_env(self) -> dict[str, str]:
         return {"OP_TARGET": self.cfg.cluster.cluster_name}

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from corral import objects, params
 from corral.config.writer import ConfigWriter
 from corral.errors import ECode, OpPrereqError, ParameterError
+from corral.lu import network_checks
 from corral.objects import NIC, Disk, NodeGroup
 from corral.opcodes import MAC_RE, DeviceIdent, DeviceMod
 
@@ -134,27 +135,36 @@ def build_nic(
     """A NIC from creation/modify parameters (``base``: the NIC being modified)."""
     _check_keys(field, p, NIC_KEYS)
     nic = NIC(mac="auto") if base is None else objects.NIC(**_nic_fields(base))
-    overrides = dict(nic.nicparams)
-    for key in ("mode", "link", "vlan"):
-        if key in p:
-            if p[key] in (None, "default"):
-                overrides.pop(key, None)
-            else:
-                overrides[key] = p[key]
-    nic.nicparams = params.NIC.check_overrides(overrides, field)
-    filled = params.NIC.fill(
-        objects.cluster_default(cfg.cluster.nicparams), group.nicparams, nic.nicparams
-    )
+    old_network = nic.network
     if "network" in p:
         if p["network"] in (None, "", "none"):
             nic.network = None
         else:
-            net = cfg.network_by_name(str(p["network"]))
-            if net is None:
+            found = cfg.network_by_name(str(p["network"]))
+            if found is None:
                 raise OpPrereqError(f"{field}: network '{p['network']}' not known", ECode.NOENT)
-            nic.network = net.uuid
+            nic.network = found.uuid
+    net = cfg.data.networks.get(nic.network) if nic.network else None
+    asked: dict[str, Any] = {k: p.get(k) for k in ("mode", "link", "vlan") if k in p}
+    if net is not None and (nic.network != old_network or asked):
+        # On a network, mode/link/vlan come from its connection to the node's group.
+        nic.nicparams = network_checks.nic_network_params(group, net, asked, field)
+    else:
+        overrides = dict(nic.nicparams)
+        for key, value in asked.items():
+            if value in (None, "default"):
+                overrides.pop(key, None)
+            else:
+                overrides[key] = value
+        nic.nicparams = params.NIC.check_overrides(overrides, field)
+    filled = params.NIC.fill(
+        objects.cluster_default(cfg.cluster.nicparams), group.nicparams, nic.nicparams
+    )
+    network_checks.check_ovn_mode(filled.mode, net, f"{field}/mode")
     if "ip" in p:
         nic.ip = _ip(field, p["ip"])
+    if "ip" in p or nic.network != old_network:
+        network_checks.check_nic_ip(net, nic.ip, field)
     if filled.mode == "routed" and not nic.ip:
         raise ParameterError(f"{field}.ip", "routed NICs need an IP address")
     if "mac" in p:

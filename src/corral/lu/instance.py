@@ -11,8 +11,9 @@ from typing import Any
 import msgspec
 
 from corral import hypervisor, objects, params
-from corral.errors import ECode, OpExecError, OpPrereqError
+from corral.errors import CorralError, ECode, OpExecError, OpPrereqError
 from corral.locking import Level
+from corral.lu import ovn
 from corral.lu.base import LogicalUnit, register
 from corral.lu.common import (
     check_node_online,
@@ -130,6 +131,8 @@ class LUInstanceStartup(_InstanceLU):
                 )
         self.set_admin_state("up")
         await self.cfg.commit()
+        # OVN ports exist and are bound here before the NICs appear (idempotent: repairs).
+        await ovn.sync_ports(self.cfg, self.inst, self.pnode.name)
         res = await self.rpc.call(
             self.target(self.pnode),
             defs.INSTANCE_START,
@@ -199,6 +202,7 @@ class LUInstanceReboot(_InstanceLU):
                     t.InstanceStopArgs(instance=spec, timeout=self.op.shutdown_timeout),
                 )
                 res_stop.get(f"stopping instance {self.inst.name} for a full reboot")
+            await ovn.sync_ports(self.cfg, self.inst, self.pnode.name)
             res_start = await self.rpc.call(
                 node, defs.INSTANCE_START, t.InstanceStartArgs(instance=spec)
             )
@@ -218,6 +222,10 @@ class LUInstanceRemove(_InstanceLU):
         inst = self.inst
         spec = instance_spec(self.cfg, inst)
         node = self.target(self.pnode)
+        try:
+            self.ovn_ports = ovn.ovn_nics(self.cfg, inst)
+        except OpPrereqError:
+            self.ovn_ports = []  # never had a port: nothing to delete
         self.log_info(f"Shutting down instance {inst.name} on node {self.pnode.name}")
         res = await self.rpc.call(
             node,
@@ -242,6 +250,12 @@ class LUInstanceRemove(_InstanceLU):
                 self.log_warning(f"could not remove disk {d.index}: {r.fail_msg}")
         self.log_info(f"Removing instance {inst.name} out of cluster config")
         self.cfg.remove_instance(inst.uuid)
+        await self.cfg.commit()
+        # After the config: a crash in between leaves a stale port the watcher removes.
+        try:
+            await ovn.drop_ports(self.cfg, [o.nic.uuid for o in self.ovn_ports])
+        except CorralError as err:
+            self.log_warning(f"could not delete the OVN ports of {inst.name}: {err}")
 
 
 @register(OpInstanceRename)

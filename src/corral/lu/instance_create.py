@@ -12,7 +12,7 @@ import os
 from corral import hypervisor, objects, params
 from corral.errors import ECode, OpExecError, OpPrereqError, ParameterError
 from corral.locking import Level
-from corral.lu import devices
+from corral.lu import devices, network_checks, ovn
 from corral.lu import os as os_lu
 from corral.lu.base import LogicalUnit, register
 from corral.lu.common import (
@@ -65,6 +65,12 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
         self.needed_locks[Level.INSTANCE] = [op.instance_name]
         self.needed_locks[Level.NODE] = [self.pnode.uuid]
         self.needed_locks[Level.NODE_RES] = [self.pnode.uuid]
+        # Shared: no network is disconnected or removed while NICs are put on it.
+        nets = [self.cfg.network_by_name(nd.network) for nd in op.nics if nd.network]
+        net_uuids = sorted({n.uuid for n in nets if n is not None})
+        if net_uuids:
+            self.needed_locks[Level.NETWORK] = net_uuids
+            self.share_locks[Level.NETWORK] = True
 
     def check_prereq(self) -> None:
         op, cfg = self.op, self.cfg
@@ -128,18 +134,23 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
                 if v is not None
             }
             nicparams = params.NIC.check_overrides(overrides, field)
-            filled = params.NIC.fill(
-                objects.cluster_default(cluster.nicparams), group.nicparams, nicparams
-            )
             net_uuid = None
-            if nd.network:
+            net = None
+            if nd.network and nd.network.lower() != "none":
                 net = cfg.network_by_name(nd.network)
                 if net is None:
                     raise OpPrereqError(f"{field}: network '{nd.network}' not known", ECode.NOENT)
                 net_uuid = net.uuid
+                # mode/link/vlan come from the network's connection to the node's group
+                nicparams = network_checks.nic_network_params(group, net, overrides, field)
+            filled = params.NIC.fill(
+                objects.cluster_default(cluster.nicparams), group.nicparams, nicparams
+            )
+            network_checks.check_ovn_mode(filled.mode, net, f"{field}/mode")
             ip = None if nd.ip in (None, "none") else nd.ip
             if ip == "pool":
                 raise ParameterError(f"{field}.ip", "IP pools need a network with a pool")
+            network_checks.check_nic_ip(net, ip, field)
             if filled.mode == "routed" and not ip:
                 raise ParameterError(f"{field}.ip", "routed NICs need an IP address")
             mac = devices.check_mac(cfg, field, nd.mac, seen_macs)
@@ -226,7 +237,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
         op = self.op
         for nic in self.nics:
             if nic.mac in ("auto", "generate"):
-                nic.mac = self.cfg.generate_mac()
+                nic.mac = self.cfg.generate_mac(network_checks.nic_mac_prefix(self.cfg.data, nic))
             else:
                 self.cfg.reserve_mac(nic.mac)
         inst = Instance(
@@ -258,6 +269,9 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             disks.append(disk)
         node = self.target(self.pnode)
         created: list[t.DiskSpec] = []
+        # OVN ports first (bound to the primary node): an unreachable NB fails
+        # the creation before anything else exists.
+        ports = await ovn.sync_ports(self.cfg, inst, self.pnode.name)
         try:
             for i, disk in enumerate(disks):
                 self.log_info(f"Creating disk {i} ({disk.size} MiB) on {self.pnode.name}")
@@ -271,6 +285,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             # Only disks this job just created (empty, never given to anyone).
             for spec in created:
                 await self.rpc.call(node, defs.BLOCKDEV_REMOVE, t.DiskRemoveArgs(disk=spec))
+            await ovn.drop_ports(self.cfg, ports)
             raise
         self.cfg.add_instance(inst, disks)
         await self.cfg.commit()
@@ -295,6 +310,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
                 await self.cfg.commit()
                 for spec in specs:
                     await self.rpc.call(node, defs.BLOCKDEV_REMOVE, t.DiskRemoveArgs(disk=spec))
+                await ovn.drop_ports(self.cfg, ports)
                 raise OpExecError(
                     f"instance {inst.name} could not be started, creation undone: {res_s.fail_msg}",
                     res_s.error.code if res_s.error else ECode.ENVIRON,

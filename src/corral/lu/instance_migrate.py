@@ -19,8 +19,9 @@ import asyncio
 import time
 from typing import Any
 
-from corral.errors import ECode, OpExecError, OpPrereqError, ParameterError
+from corral.errors import CorralError, ECode, OpExecError, OpPrereqError, ParameterError
 from corral.locking import Level
+from corral.lu import ovn
 from corral.lu.base import LogicalUnit, register
 from corral.lu.common import (
     check_node_not_drained,
@@ -154,6 +155,13 @@ class Mover:
         dst = await self._finalize(self.target, defs.FINALIZE_MIGRATION_DST, False, live)
         src = await self._finalize(self.source, defs.FINALIZE_MIGRATION_SRC, False, live)
         notes = []
+        try:
+            await ovn.revert_migration(self.cfg, self.inst, self.source.name)
+        except CorralError as err:
+            notes.append(
+                f"OVN ports not reverted to {self.source.name} ({err}); "
+                f"gnt-instance migrate --cleanup {self.inst.name} repairs them"
+            )
         if dst.failed:
             notes.append(f"cleaning up {self.target.name} failed: {dst.fail_msg}")
         if src.failed:
@@ -177,6 +185,14 @@ class Mover:
             f"from {self.source.name} to {self.target.name}"
         )
         info = self.info if self.info is not None else await self.fetch_migration_info()
+        # OVN: the port is requested on both chassis before the target plugs
+        # its tap; the target's binding stays blocked until QEMU's RARP.
+        ports = await ovn.begin_migration(self.cfg, inst, self.source.name, self.target.name)
+        if ports:
+            lu.log_info(
+                f"OVN ports {', '.join(ports)}: requested on {self.source.name} and "
+                f"{self.target.name}, activation on RARP"
+            )
         acc = await self.rpc.call(
             dst,
             defs.ACCEPT_INSTANCE,
@@ -221,6 +237,19 @@ class Mover:
             self.cfg.commit(),
             self._finalize(self.source, defs.FINALIZE_MIGRATION_SRC, True, live),
         )
+        # OVN: narrowed to the target only now that the source's tap is gone
+        # (its ovn-controller released the port). Narrowing while the source
+        # still has it races the two controllers: the source, not yet aware of
+        # the target's claim, clears the binding once more (seen here: chassis
+        # node1 -> node2 -> none -> node2). The target carries the traffic
+        # since QEMU's RARP either way.
+        try:
+            await ovn.finish_migration(self.cfg, self.inst, self.target.name)
+        except CorralError as err:
+            lu.log_warning(
+                f"OVN ports not narrowed to {self.target.name}: {err}",
+                hint=f"gnt-instance migrate --cleanup {inst.name}",
+            )
         if done.failed:
             lu.log_warning(
                 f"the old copy on {self.source.name} could not be stopped: {done.fail_msg}",
@@ -268,12 +297,18 @@ class Mover:
             fin = await self._finalize(self.target, defs.FINALIZE_MIGRATION_DST, True, True)
             if fin.failed:
                 self.lu.log_warning(f"finishing the target side failed: {fin.fail_msg}")
-            await self._finalize(self.source, defs.FINALIZE_MIGRATION_SRC, True, True)
+            old = await self._finalize(self.source, defs.FINALIZE_MIGRATION_SRC, True, True)
+            if old.failed:
+                self.lu.log_warning(
+                    f"the old copy on {self.source.name} could not be stopped: {old.fail_msg}"
+                )
+            await self._settle_ports(self.target)  # after the source let go (see migrate)
         elif src_runs and not dst_runs:
             self.lu.log_info(
                 f"Instance runs on {self.source.name}: removing leftovers on the target"
             )
             await self._finalize(self.target, defs.FINALIZE_MIGRATION_DST, False, True)
+            await self._settle_ports(self.source)
         elif src_runs and dst_runs:
             raise OpExecError(
                 f"instance {self.inst.name} runs on both {self.source.name} and "
@@ -286,6 +321,11 @@ class Mover:
                 "use gnt-instance startup or failover",
                 ECode.STATE,
             )
+
+    async def _settle_ports(self, node: Node) -> None:
+        ports = await ovn.sync_ports(self.cfg, self.inst, node.name)
+        if ports:
+            self.lu.log_info(f"OVN ports {', '.join(ports)}: bound to {node.name} alone")
 
     async def failover(self, timeout: float, ignore_consistency: bool) -> None:
         lu, inst = self.lu, self.inst
@@ -310,6 +350,7 @@ class Mover:
             lu.log_warning(f"source node {self.source.name} is offline; not contacted")
         self._move_config()
         await self.cfg.commit()
+        await self._settle_ports(self.target)  # the ports follow the primary node
         if inst.admin_state != "up":
             return
         lu.log_info(f"Starting {inst.name} on {self.target.name}")

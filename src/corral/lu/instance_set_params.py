@@ -28,8 +28,8 @@ import os
 from typing import Any
 
 from corral import hypervisor, objects, params
-from corral.errors import ECode, OpExecError, OpPrereqError, ParameterError
-from corral.lu import devices
+from corral.errors import CorralError, ECode, OpExecError, OpPrereqError, ParameterError
+from corral.lu import devices, network_checks, ovn
 from corral.lu.base import register
 from corral.lu.common import check_node_online, disk_spec, instance_spec, needed_bridges
 from corral.lu.devices import DiskChange, NicChange
@@ -273,11 +273,12 @@ class LUInstanceSetParams(_InstanceLU):
                 res = await self._hotplug("hotremove", self._nic_spec(c.index), c.index)
             self._set_nics([n for n in before if n.uuid != c.nic.uuid])
             await self.cfg.commit()
+            await self._drop_port(c.nic.uuid)
             return [(name, "remove"), (name, self._hot_text(live, res))]
         if c.action == "modify" and not c.mac_changed and c.old is not None:
             c.nic.mac = c.old.mac  # a NIC added earlier in this job got its MAC only then
         if c.nic.mac in ("auto", "generate"):
-            c.nic.mac = self.cfg.generate_mac()
+            c.nic.mac = self.cfg.generate_mac(network_checks.nic_mac_prefix(self.cfg.data, c.nic))
         elif c.action == "add" or c.mac_changed:
             self.cfg.reserve_mac(c.nic.mac)
         nics = list(before)
@@ -288,6 +289,13 @@ class LUInstanceSetParams(_InstanceLU):
         self._set_nics(nics)
         await self.cfg.commit()
         filled = objects.fill_nic(self.cfg.cluster, group, c.nic)
+        # OVN: the port exists (bound here) before the tap appears on br-int.
+        try:
+            await self._sync_port(c.nic, filled.mode)
+        except CorralError:
+            self._set_nics(before)
+            await self.cfg.commit()
+            raise
         text = f"{c.action}:{devices.nic_text(c.nic, filled)}"
         action: t.HotplugAction = "hotadd" if c.action == "add" else "hotmod"
         live = self._is_live(action, "nic")
@@ -303,8 +311,27 @@ class LUInstanceSetParams(_InstanceLU):
             except OpExecError:
                 self._set_nics(before)  # nothing half-done: the config as it was
                 await self.cfg.commit()
+                old = c.old if c.action == "modify" else None
+                if old is not None:
+                    await self._sync_port(old, objects.fill_nic(self.cfg.cluster, group, old).mode)
+                else:
+                    await self._drop_port(c.nic.uuid)
                 raise
         return [(name, text), (name, self._hot_text(live, res))]
+
+    async def _sync_port(self, nic: NIC, mode: str) -> None:
+        if mode == "ovn":
+            await ovn.sync_ports(self.cfg, self.inst, self.pnode.name, [nic])
+        else:  # no longer on OVN (mode changed): its old port goes
+            await self._drop_port(nic.uuid)
+
+    async def _drop_port(self, nic_uuid: str) -> None:
+        try:
+            await ovn.drop_ports(self.cfg, [nic_uuid])
+        except CorralError as err:
+            self.log_warning(
+                f"OVN port {nic_uuid} not deleted: {err}", hint="the watcher deletes it later"
+            )
 
     async def _apply_disk(self, c: DiskChange) -> list[Change]:
         name = f"disk/{c.index}"

@@ -52,7 +52,7 @@ import errno
 import ipaddress
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -494,25 +494,36 @@ def routed_down(nic: NicEnv, *, claimed: bool = False) -> SetupResult:
 
 
 def _unsupported(nic: NicEnv) -> HypervisorError:
-    if nic.mode in ("openvswitch", "ovn"):
-        return HypervisorError(
-            f"NIC mode {nic.mode} is not supported yet by the built-in kvm-ifup "
-            "(use a kvm-ifup-custom script)",
-            ECode.ENVIRON,
-        )
     return HypervisorError(f"Unknown NIC mode {nic.mode!r}", ECode.INVAL)
 
 
-def nic_up(nic: NicEnv) -> SetupResult:
-    """The built-in ``kvm-ifup`` for ``nic.mode``."""
+def nic_up(nic: NicEnv, env: Mapping[str, str] | None = None) -> SetupResult:
+    """The built-in ``kvm-ifup`` for ``nic.mode``.
+
+    ``env`` (default: this process's environment, as in ``kvm-ifup``) gives
+    the OVS modes what ``NicEnv`` lacks: ``INTERFACE_UUID``, ``MAC``,
+    ``CORRAL_ROOT`` (see :mod:`corral.network.ovsnic`). An in-process
+    caller (noded) passes the NIC's environment.
+    """
     if nic.mode == "bridged":
         return bridged_up(nic)
     if nic.mode == "routed":
         return routed_up(nic)
+    if nic.mode in ("openvswitch", "ovn"):
+        from corral.network import ovsnic
+
+        ovsnic.nic_up(nic, os.environ if env is None else env)
+        return SetupResult()
     raise _unsupported(nic)
 
 
-def nic_down(nic: NicEnv, context: str = "", *, claimed: bool = False) -> SetupResult:
+def nic_down(
+    nic: NicEnv,
+    context: str = "",
+    *,
+    claimed: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> SetupResult:
     """The built-in ``kvm-ifdown``: undo :func:`nic_up`, idempotently.
 
     ``context`` (shutdown, migrate-source, migrate-failed, hot-remove) does
@@ -527,4 +538,10 @@ def nic_down(nic: NicEnv, context: str = "", *, claimed: bool = False) -> SetupR
         return SetupResult()
     if nic.mode == "routed":
         return routed_down(nic, claimed=claimed)
+    if nic.mode in ("openvswitch", "ovn"):
+        # Only while the port's iface-id is still this NIC's (see ovsnic).
+        from corral.network import ovsnic
+
+        ovsnic.nic_down(nic, os.environ if env is None else env, claimed=claimed)
+        return SetupResult()
     raise _unsupported(nic)

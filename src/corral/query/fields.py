@@ -13,6 +13,7 @@ from corral.query.base import (
 )
 from corral.query.instances import _instance_fields
 from corral.query.jobs import _group_fields, _job_fields
+from corral.query.networks import _network_fields
 from corral.query.nodes import _node_fields
 
 FIELDS: dict[str, dict[str, Field]] = {
@@ -20,6 +21,7 @@ FIELDS: dict[str, dict[str, Field]] = {
     "node": _node_fields(),
     "group": _group_fields(),
     "job": _job_fields(),
+    "network": _network_fields(),
 }
 
 

@@ -96,6 +96,11 @@ def _node_name(cfg: ConfigWriter, uuid: str) -> Any:
     return n.name if n else UNAVAIL
 
 
+def _network_name(cfg: ConfigWriter, uuid: str | None) -> str | None:
+    net = cfg.data.networks.get(uuid) if uuid else None
+    return net.name if net else None
+
+
 def _nic_attr(idx: int, attr: str) -> Callable[[InstanceCtx, objects.Instance], Any]:
     def get(c: InstanceCtx, i: objects.Instance) -> Any:
         return getattr(i.nics[idx], attr) if idx < len(i.nics) else UNAVAIL
@@ -217,6 +222,20 @@ def _instance_fields() -> dict[str, Field]:
             QFT_OTHER,
             "NIC VLANs",
             lambda c, i: [_nic_param(c, i, n, "vlan") for n in i.nics],
+        ),
+        Field(
+            "nic.networks",
+            "NIC_networks",
+            QFT_OTHER,
+            "NIC networks (UUIDs)",
+            lambda c, i: [n.network for n in i.nics],
+        ),
+        Field(
+            "nic.networks.names",
+            "NIC_networks_names",
+            QFT_OTHER,
+            "NIC networks (names)",
+            lambda c, i: [_network_name(c.cfg, n.network) for n in i.nics],
         ),
         Field("disk.count", "Disks", QFT_NUMBER, "Number of disks", lambda c, i: len(i.disks)),
         Field(

@@ -21,6 +21,7 @@ from corral.query.base import (
 from corral.query.fields import FIELDS, resolve_fields
 from corral.query.filters import compile_filter
 from corral.query.instances import InstanceCtx
+from corral.query.networks import NetworkCtx
 from corral.query.nodes import NodeCtx
 from corral.rpc import defs
 from corral.rpc import types as t
@@ -113,6 +114,9 @@ class QueryRunner:
             return nodes, NodeCtx(cfg, node_live, pinst)
         if what == "group":
             return self._select(names, cfg.data.nodegroups.values(), "group"), cfg
+        if what == "network":
+            nets = self._select(names, cfg.data.networks.values(), "network")
+            return nets, NetworkCtx.build(cfg)
         if what == "job":
             ids: list[int] | None = None
             if names:

@@ -62,9 +62,13 @@ from corral.vcluster.proc import ProcRecord, cmdline, is_ours, reap, starttime, 
 # --- up -----------------------------------------------------------------------------
 
 
-def up(n: int, prefix: str | None = None, base: str | Path | None = None) -> VCluster:
-    """Build the namespaces, switch, links and node roots (no daemons yet).
+def up(
+    n: int, prefix: str | None = None, base: str | Path | None = None, *, ovn: bool = False
+) -> VCluster:
+    """Build the namespaces, switch, links and node roots (no Corral daemons yet).
 
+    With ``ovn``, also the geneve underlay, OVN's central databases on node 1
+    and a chassis on every node (:func:`corral.vcluster.ovn.enable`).
     On any failure everything made so far is removed before the error propagates.
     """
     if not 1 <= n <= MAX_NODES:
@@ -81,6 +85,10 @@ def up(n: int, prefix: str | None = None, base: str | Path | None = None) -> VCl
     vc.save()  # before creating anything, so a crash leaves a trace
     try:
         _build(vc, n)
+        if ovn:
+            from corral.vcluster import ovn as vovn  # imports this module
+
+            vovn.enable(vc)
     except BaseException:
         with contextlib.suppress(Exception):
             down(vc)
@@ -340,6 +348,7 @@ def init_cluster(
     ``corral-masterd`` start there. Every other node starts an unenrolled
     ``corral-noded`` and is enrolled with ``gnt-node add --join``, using the
     fingerprint and one-time token it prints with ``corral-noded --join-info``.
+    A cluster made with OVN gets ``gnt-cluster modify --ovn-nb <NB on node1>``.
     With ``noded_command`` (tests of the network only) no cluster is created.
     """
     if noded_command is not None:
@@ -387,6 +396,11 @@ def init_cluster(
             ["gnt-node", "add", "--primary-ip", node.mgmt_ip, "--join", join, node.name],
             check=True,
         )
+    if vc.ovn:  # the nodes are chassis already: point the cluster at the NB
+        from corral.vcluster import ovn as vovn
+
+        nb = vovn.central(vc).nb_remote
+        run_in(master, ["gnt-cluster", "modify", "--ovn-nb", nb], check=True)
 
 
 # --- down / status --------------------------------------------------------------------
@@ -588,9 +602,10 @@ def virtual_cluster(
     *,
     init: bool = True,
     noded_command: Sequence[str] | None = None,
+    ovn: bool = False,
 ) -> Iterator[VCluster]:
     """``up`` (+ :func:`init_cluster` when ``init``), always ``down`` afterwards."""
-    vc = up(n, prefix=prefix, base=base)
+    vc = up(n, prefix=prefix, base=base, ovn=ovn)
     try:
         if init:
             init_cluster(vc, noded_command=noded_command)

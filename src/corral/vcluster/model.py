@@ -80,6 +80,7 @@ class VCluster:
     dirs: list[str] = field(default_factory=list)
     processes: list[ProcRecord] = field(default_factory=list)
     complete: bool = False
+    ovn: bool = False  # OVN central + a chassis per node (see corral.vcluster.ovn)
 
     @property
     def switch_ns(self) -> str:
@@ -124,6 +125,7 @@ class VCluster:
             "dirs": self.dirs,
             "processes": [p.to_dict() for p in self.processes],
             "complete": self.complete,
+            "ovn": self.ovn,
         }
 
     @classmethod
@@ -137,6 +139,7 @@ class VCluster:
             dirs=list(d.get("dirs", [])),
             processes=[ProcRecord.from_dict(p) for p in d.get("processes", [])],
             complete=bool(d.get("complete", False)),
+            ovn=bool(d.get("ovn", False)),
         )
 
     def save(self) -> None:

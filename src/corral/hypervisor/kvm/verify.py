@@ -88,6 +88,17 @@ def check_node(hv: KvmHvParams, spec: InstanceSpec | None = None) -> None:
                 raise HypervisorError(f"NIC {nic.index}: routed mode needs an IP", ECode.INVAL)
             setup.resolve_table(p.link)
         if p.mode in ("openvswitch", "ovn"):
-            raise HypervisorError(
-                f"NIC {nic.index}: mode {p.mode} is not supported by this node yet", ECode.ENVIRON
-            )
+            from corral.network import ovs, ovsnic  # ovsdbapp: only for OVS NICs
+            from corral.paths import Paths
+
+            bridge = p.link or (ovsnic.DEFAULT_OVN_BRIDGE if p.mode == "ovn" else "")
+            if not bridge:
+                raise HypervisorError(
+                    f"NIC {nic.index}: mode openvswitch needs link=<OVS bridge>", ECode.INVAL
+                )
+            db = str(Paths.from_env().host_path(ovs.OVS_DB_SOCK))
+            if not ovs.bridge_exists(db, bridge):
+                raise HypervisorError(
+                    f"NIC {nic.index}: OVS bridge {bridge!r} does not exist on this node",
+                    ECode.ENVIRON,
+                )
