@@ -26,7 +26,7 @@ from corral.network import ovs, ovsdb, ovsnic
 from corral.network.nicenv import NicEnv
 from corral.network.ovn_nb import NbClient, OvnError, PortSpec
 from corral.network.ovn_sb import BindingWatcher, port_binding
-from tests.ovsdbtools import NB_SCHEMA, SB_SCHEMA, VSWITCH_SCHEMA, Servers
+from tests.ovsdbtools import NB_SCHEMA, SB_SCHEMA, VSWITCH_SCHEMA, Servers, ovsdb_servers
 
 pytestmark = [
     pytest.mark.skipif(
@@ -46,11 +46,8 @@ MAC = "aa:00:00:00:00:01"
 
 @pytest.fixture
 def servers() -> Iterator[Servers]:
-    s = Servers()
-    try:
+    with ovsdb_servers() as s:
         yield s
-    finally:
-        s.close()
 
 
 def _add_bridges(sock: Path, *names: str, datapath_type: str = "") -> None:

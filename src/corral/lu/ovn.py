@@ -176,23 +176,22 @@ async def begin_migration(cfg: ConfigWriter, inst: Instance, src: str, dst: str)
 
 async def finish_migration(cfg: ConfigWriter, inst: Instance, dst: str) -> None:
     """Narrow the ports to ``dst`` and drop the migration options."""
-    todo = ovn_nics(cfg, inst)
-
-    def run(nb: NbClient) -> None:
-        for o in todo:
-            nb.finish_migration(o.nic.uuid, dst)
-
-    if todo:
-        await nb_call(cfg, run)
+    await _each_port(cfg, inst, lambda nb, port: nb.finish_migration(port, dst))
 
 
 async def revert_migration(cfg: ConfigWriter, inst: Instance, src: str) -> None:
     """Back to ``src`` alone (the migration failed or was cancelled)."""
+    await _each_port(cfg, inst, lambda nb, port: nb.revert_migration(port, src))
+
+
+async def _each_port(
+    cfg: ConfigWriter, inst: Instance, step: Callable[[NbClient, str], None]
+) -> None:
     todo = ovn_nics(cfg, inst)
 
     def run(nb: NbClient) -> None:
         for o in todo:
-            nb.revert_migration(o.nic.uuid, src)
+            step(nb, o.nic.uuid)
 
     if todo:
         await nb_call(cfg, run)
