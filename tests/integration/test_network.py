@@ -216,7 +216,11 @@ def test_ovn_network(cluster: TempCluster) -> None:
 
         # A port lost in the NB (admin, restore of an old NB backup) comes back on start.
         nb.delete_port(nic_uuid)
+        verify = c.run("gnt-cluster", "verify")
+        assert f"NIC {nic_uuid} has no OVN port" in verify.stdout, verify.stdout
         c.run("gnt-instance", "startup", "vm1", check=True)
+        verify = c.run("gnt-cluster", "verify")
+        assert "OVN port " not in verify.stdout and "ERROR" not in verify.stdout, verify.stdout
         assert nb.get_port(nic_uuid) is not None
         c.run("gnt-instance", "remove", "-f", "vm1", check=True)
         assert nb.get_port(nic_uuid) is None

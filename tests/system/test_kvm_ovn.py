@@ -222,6 +222,8 @@ def test_master_killed_mid_migration_is_settled_by_watcher_and_cleanup(ovn: Ovn)
             time.sleep(0.1)
         still = ovn.port(uuid)
         assert still is not None and still.migrating
+        verify = gnt(ovn.vc, "gnt-cluster", "verify", check=False).stdout
+        assert f"OVN port {uuid} is requested on node2,node1" in verify, verify
         # The watcher's OVN pass binds the port where the guest runs, alone.
         res = vcl.run_in(ovn.vc.master, ["corral-watcher", "--job-age=0"], timeout=300)
         assert "OVN port" in res.stdout, res.stdout + res.stderr

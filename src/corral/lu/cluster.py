@@ -11,9 +11,9 @@ from collections import Counter
 from typing import Any
 
 from corral import __version__, hypervisor, objects, params
-from corral.errors import ECode, OpPrereqError, ParameterError
+from corral.errors import CorralError, ECode, OpPrereqError, ParameterError
 from corral.locking import Level
-from corral.lu import network_checks
+from corral.lu import network_checks, ovn
 from corral.lu.base import ALL_SET, LogicalUnit, register
 from corral.lu.drift import instance_drift
 from corral.objects import ConfigObject
@@ -337,6 +337,16 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
                 self._warn(
                     "node", data.nodes[node_uuid].name, f"unknown instance {name} is running"
                 )
+        if data.cluster.ovn_nb:
+            self.log_info("* Verifying OVN ports")
+            on_node = {name: data.nodes[u].name for name, u in running_on.items()}
+            try:
+                for p in await ovn.port_problems(cfg, on_node):
+                    report = self._error if p.error else self._warn
+                    kind, item = ("instance", p.instance) if p.instance else ("cluster", "ovn")
+                    report(kind, item, p.message)
+            except CorralError as err:
+                self._error("cluster", "ovn", f"OVN northbound database: {err.message}")
         return not self.bad
 
 

@@ -195,3 +195,73 @@ async def _each_port(
 
     if todo:
         await nb_call(cfg, run)
+
+
+@dataclass(frozen=True)
+class PortProblem:
+    """What ``gnt-cluster verify`` says about one OVN port."""
+
+    instance: str  # "" for a port of no instance
+    message: str
+    error: bool  # False: a warning (e.g. a migration may be in progress)
+
+
+async def port_problems(cfg: ConfigWriter, running_on: dict[str, str]) -> list[PortProblem]:
+    """The OVN ports that don't match the config; ``running_on``: instance -> node name."""
+    wanted: dict[str, tuple[Instance, str]] = {}
+    problems: list[PortProblem] = []
+    for inst in cfg.data.instances.values():
+        try:
+            nics = ovn_nics(cfg, inst)
+        except OpPrereqError as err:
+            problems.append(PortProblem(inst.name, err.message, True))
+            continue
+        node = running_on.get(inst.name) or cfg.data.nodes[inst.primary_node].name
+        for o in nics:
+            wanted[o.nic.uuid] = (inst, node)
+
+    def run(nb: NbClient) -> None:
+        ours = {p.name: p for p in nb.ports_with_key(CORRAL_INSTANCE_KEY)}
+        for uuid, (inst, node) in sorted(wanted.items()):
+            p = ours.get(uuid) or nb.get_port(uuid)
+            if p is None:
+                problems.append(
+                    PortProblem(
+                        inst.name,
+                        f"NIC {uuid} has no OVN port (the next start or the watcher makes it)",
+                        True,
+                    )
+                )
+            elif p.migrating or p.activation_strategy:
+                problems.append(
+                    PortProblem(
+                        inst.name,
+                        f"OVN port {uuid} is requested on {','.join(p.requested_chassis)} "
+                        "(a migration in progress, or an interrupted one: "
+                        f"gnt-instance migrate --cleanup {inst.name})",
+                        False,
+                    )
+                )
+            elif p.requested_chassis != (node,):
+                problems.append(
+                    PortProblem(
+                        inst.name,
+                        f"OVN port {uuid} is bound to {','.join(p.requested_chassis) or 'any'}"
+                        f" but the instance belongs on {node} (the watcher rebinds it)",
+                        True,
+                    )
+                )
+        configured = {n.uuid for i in cfg.data.instances.values() for n in i.nics}
+        for name, p in sorted(ours.items()):
+            if name not in configured:
+                problems.append(
+                    PortProblem(
+                        "",
+                        f"OVN port {name} (of {p.instance}) belongs to no NIC "
+                        "(the watcher deletes it)",
+                        False,
+                    )
+                )
+
+    await nb_call(cfg, run)
+    return problems
