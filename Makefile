@@ -32,6 +32,7 @@ bench: setup
 	$(PY) bench/boot.py
 	$(PY) bench/hotplug.py
 	$(PY) bench/migrate.py
+	$(PY) bench/ovn_migrate.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
