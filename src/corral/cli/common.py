@@ -409,6 +409,14 @@ def run(prog: str, commands: list[Command], description: str, argv: list[str] | 
 
 def cli_main(prog: str, commands: list[Command], description: str) -> Callable[[], None]:
     def main() -> None:
-        sys.exit(run(prog, commands, description))
+        code = run(prog, commands, description)
+        # Done: skip the interpreter's teardown (freeing every module, ~7 ms
+        # of each gnt-* call; nothing the CLI registers needs it).
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe (| head): nothing more to say
+            pass
+        os._exit(code if isinstance(code, int) else 1)
 
     return main
