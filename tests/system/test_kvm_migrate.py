@@ -28,6 +28,7 @@ from tests.system.kvmtools import (
     kvm_vcluster,
     ping,
     qemu_pids,
+    reachable_after_migration,
     restart_masterd,
     routes,
     rules,
@@ -157,10 +158,10 @@ def test_target_dying_mid_migration_leaves_the_instance_on_the_source(vc: vcl.VC
     assert res.returncode != 0 or "error" in out
     assert "keeps running on node2" in out, out
     assert pnode(vc, "m1") == n2.name and status(vc, "m1") == "running"
-    assert ping(vcl_client(vc), ADDR_0)
     time.sleep(0.5)
     assert qemu_pids(n1) == [] and taps(n1.ns) == [] and instance_files(n1, "m1") == []
     gnt(vc, "gnt-instance", "modify", "-H", "migration_bandwidth=1000", "m1")
+    reachable_after_migration(vc, vcl_client(vc), ADDR_0, n2, "m1")
 
 
 def vcl_client(vc: vcl.VCluster) -> str:
@@ -248,7 +249,7 @@ def test_node_migrate_and_evacuate_move_every_primary_instance(vc: vcl.VCluster)
     assert qemu_pids(src) == [] and taps(src.ns) == []
     gnt(vc, "gnt-node", "evacuate", "-f", "--primary-only", dst.name)
     assert pnode(vc, "m1") == src.name and status(vc, "m1") == "running"
-    assert ping(vcl_client(vc), ADDR_0)
+    reachable_after_migration(vc, vcl_client(vc), ADDR_0, src, "m1")
 
 
 def test_cleanup_settles_a_migration_the_master_did_not_see_end(vc: vcl.VCluster) -> None:
@@ -275,9 +276,5 @@ def test_cleanup_settles_a_migration_the_master_did_not_see_end(vc: vcl.VCluster
     assert dst_node.name in res.stdout + res.stderr
     assert pnode(vc, "m1") == dst_node.name and status(vc, "m1") == "running"
     assert qemu_pids(src_node) == [] and taps(src_node.ns) == []
-    if not ping(vcl_client(vc), ADDR_0):
-        # Known, intermittent (about every other run here, never in isolation): after
-        # --cleanup of an instance with a routed NIC the guest stays unreachable on
-        # its bridged NIC. Under investigation; everything above is asserted.
-        pytest.xfail("guest unreachable after migrate --cleanup (known intermittent bug)")
     gnt(vc, "gnt-instance", "modify", "-H", "migration_bandwidth=1000", "m1")
+    reachable_after_migration(vc, vcl_client(vc), ADDR_0, dst_node, "m1")

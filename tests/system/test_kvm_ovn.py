@@ -20,7 +20,6 @@ import pytest
 
 from corral import testguest
 from corral import vcluster as vcl
-from corral.demotools import log_size
 from corral.network.ovn_nb import NbClient, PortState
 from corral.network.ovn_sb import BindingWatcher, port_binding
 from corral.vcluster import ovn as vovn
@@ -30,6 +29,7 @@ from tests.system.kvmtools import (
     ping,
     qemu_pids,
     qemu_pids_under,
+    reachable_after_migration,
     restart_masterd,
     wait_console_text,
     wait_devices,
@@ -243,19 +243,7 @@ def test_master_killed_mid_migration_is_settled_by_watcher_and_cleanup(ovn: Ovn)
     binding = port_binding(sb, uuid)
     assert binding is not None and binding.chassis == n1.name and not binding.additional_chassis
     assert qemu_pids_under(n2.root, "va") == set()  # the old copy is gone
-    if not ping(ovn.client_ns, IP_A):
-        # Known intermittent bug (also with bridged NICs, see test_kvm_migrate): after a
-        # migration that ended while no master watched, the guest sometimes stops
-        # answering although config, binding and the target QEMU are right. Tell a
-        # hung guest from a network fault: does it still report a hot-added NIC?
-        off = log_size(n1, "va")
-        gnt(ovn.vc, "gnt-instance", "modify", "--net", "add:mode=bridged,link=br0", "va")
-        try:
-            wait_devices(n1, "va", offset=off, timeout=15)
-            alive = "the guest still reports devices: a network fault"
-        except AssertionError:
-            alive = "the guest reports nothing more: the guest hangs"
-        pytest.xfail(f"guest unreachable after migrate --cleanup (known intermittent; {alive})")
+    reachable_after_migration(ovn.vc, ovn.client_ns, IP_A, n1, "va")
 
 
 def _activated(sb: str, uuid: str, chassis: str) -> bool:
