@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -31,7 +30,7 @@ from pathlib import Path
 from qemu.qmp import QMPClient
 
 from boot import KVM, BenchError, pid_in
-from corral import testguest
+from corral import demotools, testguest
 from corral import vcluster as vcl
 from corral.network import ovs
 from corral.network.ovn_nb import NbClient
@@ -40,7 +39,6 @@ from corral.network.tap import open_tap
 from corral.vcluster import net
 from migrate import alive
 
-_REPLY = re.compile(r"^\[(\d+\.\d+)\] .* icmp_seq=(\d+) ")
 _FINAL = ("completed", "failed", "cancelled")
 INT_BRIDGE = "br-int"
 
@@ -58,53 +56,11 @@ class Outage:
     lost: int  # requests never answered (sequence gaps)
 
 
-class Pinger:
+class Pinger(demotools.Pinger):
     """``ping -n -D -i <interval> -W 1`` from namespace ``ns``; replies as (wall time, seq)."""
 
     def __init__(self, ns: str, address: str, interval: float = 0.01) -> None:
-        self.address = address
-        self.replies: list[tuple[float, int]] = []
-        self._lock = threading.Lock()
-        argv = ["ping", "-n", "-D", "-i", str(interval), "-W", "1", address]
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, name=f"ping-{address}", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            m = _REPLY.match(line)
-            if m:
-                with self._lock:
-                    self.replies.append((float(m[1]), int(m[2])))
-
-    def wait_reply(self, after: float = 0.0, timeout: float = 10.0) -> bool:
-        """True once a reply arrived after wall time ``after``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self.replies and self.replies[-1][0] > after:
-                    return True
-            time.sleep(0.005)
-        return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        super().__init__(ns, address, interval, extra=("-W", "1"))
 
     def outage(self, start: float, until: float) -> Outage | None:
         """The silence and losses from the last reply before ``start`` to the first

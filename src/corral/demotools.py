@@ -202,12 +202,14 @@ class Pinger:
     request still in flight when ping is stopped is not a loss.
     """
 
-    def __init__(self, ns: str, address: str, interval: float = 0.01) -> None:
+    def __init__(
+        self, ns: str, address: str, interval: float = 0.01, extra: tuple[str, ...] = ()
+    ) -> None:
         self.address = address
         self.replies: list[tuple[float, int]] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "ping", "-n", "-D", "-i", str(interval), address],
+            ["ip", "netns", "exec", ns, "ping", "-n", "-D", "-i", str(interval), *extra, address],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
