@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
@@ -49,3 +51,17 @@ def start(name: str, kvm: str, doc: str | None, default_runs: int, runs_help: st
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     return KvmBench(args.runs, note, guest, machine, work)
+
+
+def kill_ours(pids: dict[str, int], directory: Path) -> None:
+    """SIGKILL the QEMUs in ``pids`` whose argv names ``directory`` (so a reused pid is
+    never hit); empties ``pids``."""
+    for name, pid in list(pids.items()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            argv = b""
+        if str(directory).encode() in argv:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        del pids[name]

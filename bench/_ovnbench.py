@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -29,6 +27,7 @@ from pathlib import Path
 
 from qemu.qmp import QMPClient
 
+import _kvmbench
 from boot import KVM, BenchError, pid_in
 from corral import demotools, testguest
 from corral import vcluster as vcl
@@ -297,12 +296,4 @@ class NaiveVM:
 
     def stop_all(self) -> None:
         """Kill our QEMUs by PID (checked against their argv: our directory)."""
-        for name, pid in list(self.pids.items()):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(self.dir).encode() in argv:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            del self.pids[name]
+        _kvmbench.kill_ours(self.pids, self.dir)

@@ -47,7 +47,6 @@ import functools
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -368,15 +367,7 @@ class FloorVM:
 
     def stop_all(self) -> None:
         """Kill the floor's QEMUs by PID (checked against their argv: our directory)."""
-        for name, pid in list(self.pids.items()):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(self.dir).encode() in argv:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            del self.pids[name]
+        _kvmbench.kill_ours(self.pids, self.dir)
 
 
 # --- setup --------------------------------------------------------------------------------

@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 
 from corral.network import ovsdb
+from corral.vcluster.ovn import NB_SCHEMA, SB_SCHEMA, VSWITCH_SCHEMA
 
-VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-NB_SCHEMA = "/usr/share/ovn/ovn-nb.ovsschema"
-SB_SCHEMA = "/usr/share/ovn/ovn-sb.ovsschema"
+__all__ = ["NB_SCHEMA", "SB_SCHEMA", "VSWITCH_SCHEMA", "Server", "Servers", "ovsdb_servers"]
 
 
 @dataclass

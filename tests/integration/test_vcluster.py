@@ -19,7 +19,7 @@ import pytest
 
 from corral.bootstrap import DEFAULT_SHARED_FILE_STORAGE_DIR
 from corral.vcluster import cluster as vcl
-from corral.vcluster import model, net
+from corral.vcluster import model, net, teardown
 from corral.vcluster.proc import cmdline
 
 pytestmark = [
@@ -131,7 +131,7 @@ def test_status_lists_nodes(vc: vcl.VCluster) -> None:
     for node in vc.nodes:
         line = next(ln for ln in r.stdout.splitlines() if ln.split()[:1] == [node.name])
         assert node.ns in line and node.mgmt_ip in line and f"pid {node.noded_pid}" in line
-    info = vcl.status(vc.base)
+    info = teardown.status(vc.base)
     assert [n["name"] for n in info["nodes"]] == ["node1", "node2", "node3"]
     assert all(n["noded_running"] for n in info["nodes"])
 
@@ -275,7 +275,7 @@ def test_shared_storage_is_one_directory(vc: model.VCluster) -> None:
     assert r.stdout.strip() == "written through node1"
     (_shared_path(n3) / "inst-x" / "disk0.img").unlink()
     assert not (_shared_path(n1) / "inst-x" / "disk0.img").exists()
-    assert vcl.status(vc.base)["shared_storage"] == str(vc.shared_dir)
+    assert teardown.status(vc.base)["shared_storage"] == str(vc.shared_dir)
     assert str(vc.shared_dir) in json.loads(vc.state_file.read_text())["dirs"]
 
 

@@ -21,7 +21,7 @@ import pytest
 from corral import testguest
 from corral import vcluster as vcl
 from corral.network.ovn_nb import NbClient, PortState
-from corral.network.ovn_sb import BindingWatcher, port_binding
+from corral.network.ovn_sb import BindingState, BindingWatcher, port_binding
 from corral.vcluster import ovn as vovn
 from tests.system.kvmtools import (
     gnt,
@@ -126,7 +126,7 @@ def test_instances_on_different_nodes_reach_each_other(ovn: Ovn) -> None:
     assert port is not None and port.switch == NET
     assert port.addresses == (f"{MAC_A} {IP_A}",)
     assert port.requested_chassis == (n1.name,) and port.instance == "va"
-    assert vovn.sb_port_binding(ovn.central, ovn.nic_uuid("vb")).names == (n2.name,)
+    assert _binding(ovn.central.sb_unix, ovn.nic_uuid("vb")).names == (n2.name,)
     assert ping(ovn.client_ns, IP_B)  # node1 -> node2 across the tunnel
 
 
@@ -190,7 +190,7 @@ def test_failed_migration_reverts_the_port(ovn: Ovn) -> None:
     port = ovn.port(uuid)
     assert port is not None and port.requested_chassis == (n2.name,)
     assert not port.activation_strategy
-    assert vovn.sb_port_binding(ovn.central, uuid).names == (n2.name,)
+    assert _binding(ovn.central.sb_unix, uuid).names == (n2.name,)
     assert ping(ovn.client_ns, IP_A)
     assert _ports_with_iface_id(n1, uuid) == []  # kvm-ifdown migrate-failed on the target
 
@@ -268,3 +268,9 @@ def _wait_port(ovn: Ovn, uuid: str, pred: object, timeout: float = 30) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"port {uuid} never reached the state: {ovn.port(uuid)}")
+
+
+def _binding(sb: str, lsp: str) -> BindingState:
+    b = port_binding(sb, lsp)
+    assert b is not None, f"no SB port binding for {lsp}"
+    return b

@@ -22,6 +22,7 @@ import pytest
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.ovn_northbound import impl_idl as nb_impl
 
+from corral.network.ovn_sb import BindingState, port_binding
 from corral.vcluster import cluster as vcl
 from corral.vcluster import net, ovn
 from corral.vcluster.proc import is_ours
@@ -67,12 +68,12 @@ def nb_api(central: ovn.OvnCentral) -> Iterator[Any]:
         conn.stop(timeout=5)
 
 
-def wait_binding(central: ovn.OvnCentral, lsp: str, timeout: float = 30) -> ovn.PortBinding:
+def wait_binding(central: ovn.OvnCentral, lsp: str, timeout: float = 30) -> BindingState:
     """The port's SB binding once ovn-controller has claimed it and set it up."""
     deadline = time.monotonic() + timeout
     pb = None
     while time.monotonic() < deadline:
-        pb = ovn.sb_port_binding(central, lsp)
+        pb = port_binding(central.sb_unix, lsp)
         if pb is not None and pb.chassis and pb.up:
             return pb
         time.sleep(0.05)

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from corral.vcluster import cluster as vcl
+from corral import vcluster as vcl
 from corral.vcluster import model
 
 

@@ -105,6 +105,8 @@ class LUClusterSyncOvn(LogicalUnit[OpClusterSyncOvn]):
                 assert chassis is not None
                 wanted[o.nic.uuid] = (inst, chassis, o)
         dry = self.op.dry_run
+        # Any NIC of any instance, whatever its mode now: its port is not stale.
+        configured = {n.uuid for i in self.cfg.data.instances.values() for n in i.nics}
 
         def run(nb: NbClient) -> None:
             ours: dict[str, PortState] = {
@@ -124,7 +126,7 @@ class LUClusterSyncOvn(LogicalUnit[OpClusterSyncOvn]):
                     nb.ensure_switch(o.switch, o.network_uuid)
                     nb.ensure_port(o.switch, ovn.port_spec(inst, o, chassis))
             for name, p in sorted(ours.items()):
-                if name not in wanted and not self._configured(name):
+                if name not in wanted and name not in configured:
                     report.deleted.append(f"{name} (was {p.instance})")
                     if not dry:
                         nb.delete_port(name)
@@ -137,7 +139,3 @@ class LUClusterSyncOvn(LogicalUnit[OpClusterSyncOvn]):
         for line in report.skipped:
             self.log_warning(f"OVN ports not checked: {line}")
         return report.as_dict()
-
-    def _configured(self, nic_uuid: str) -> bool:
-        """A NIC of some instance (then it is not stale, whatever its mode now)."""
-        return any(n.uuid == nic_uuid for i in self.cfg.data.instances.values() for n in i.nics)

@@ -55,6 +55,11 @@ class BindingState:
     up: bool | None = None
 
     @property
+    def names(self) -> tuple[str, ...]:
+        """Every chassis holding the port: the main one, then additional ones."""
+        return ((self.chassis,) if self.chassis else ()) + self.additional_chassis
+
+    @property
     def activated(self) -> tuple[str, ...]:
         """Additional chassis that saw the activation packet (RARP)."""
         value = self.options.get(OPT_ACTIVATED, "")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -39,9 +39,11 @@ from ovs.db import idl as ovs_idl  # type: ignore[import-untyped]
 from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_conn  # type: ignore[import-untyped]
 from ovsdbapp.schema.open_vswitch import impl_idl as ovs_impl  # type: ignore[import-untyped]
 
+from corral.network.ovs import OVS_DB_SOCK  # where a node's kvm-ifup looks too
 from corral.vcluster import net
 from corral.vcluster.cluster import _new_ns, _veth, spawn_in
 from corral.vcluster.model import VCluster, VClusterError, VNode, _mac
+from corral.vcluster.ovsdb_rpc import Rpc, transact, unix_path, wait_rows
 
 NB_PORT = 6641
 SB_PORT = 6642
@@ -67,10 +69,9 @@ NB_DB_NAME = "OVN_Northbound"
 SB_DB_NAME = "OVN_Southbound"
 
 # Cluster-wide paths, as on a real node (under the node root in a vcluster).
-OVS_RUN_DIR = "/run/openvswitch"
+OVS_RUN_DIR = os.path.dirname(OVS_DB_SOCK)
 OVS_DB_DIR = "/var/lib/openvswitch"
 OVS_LOG_DIR = "/var/log/openvswitch"
-OVS_DB_SOCK = f"{OVS_RUN_DIR}/db.sock"
 OVN_RUN_DIR = "/run/ovn"
 OVN_DB_DIR = "/var/lib/ovn"
 OVN_LOG_DIR = "/var/log/ovn"
@@ -110,21 +111,6 @@ class OvnChassis:
     encap_ip: str
     db_sock: str  # the node's Open_vSwitch database, ``unix:`` remote
     pids: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class PortBinding:
-    """Where the SB binds a logical port: ``chassis`` (None when unbound) and
-    ``additional_chassis`` (the other side during a multi-chassis binding)."""
-
-    logical_port: str
-    chassis: str | None
-    additional_chassis: tuple[str, ...]
-    up: bool
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return ((self.chassis,) if self.chassis else ()) + self.additional_chassis
 
 
 @dataclass(frozen=True)
@@ -171,142 +157,11 @@ def tunnel_ip(node: VNode) -> str:
     return f"{TUNNEL_NET}.{TUNNEL_HOST_BASE + node.index}"
 
 
-# --- OVSDB over its JSON-RPC (for waits and queries; nothing parses human output) ----
-
-
-class _Rpc:
-    """A minimal OVSDB JSON-RPC client (RFC 7047) with a deadline on every call."""
-
-    def __init__(self, sock_path: str, timeout: float) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(sock_path)
-        self.buf = ""
-        self.decoder = json.JSONDecoder()
-        self.next_id = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def call(self, method: str, params: list[Any]) -> Any:
-        self.next_id += 1
-        want = self.next_id
-        self.sock.sendall(json.dumps({"method": method, "params": params, "id": want}).encode())
-        while True:
-            msg = self._recv()
-            if msg.get("method") == "echo":  # the server's keepalive
-                reply = {"result": msg.get("params", []), "error": None, "id": msg.get("id")}
-                self.sock.sendall(json.dumps(reply).encode())
-            elif msg.get("id") == want:
-                if msg.get("error") is not None:
-                    raise VClusterError(f"OVSDB {method} failed: {msg['error']}")
-                return msg.get("result")
-
-    def _recv(self) -> dict[str, Any]:
-        while True:
-            text = self.buf.lstrip()
-            if text:
-                with contextlib.suppress(ValueError):
-                    msg, end = self.decoder.raw_decode(text)
-                    self.buf = text[end:]
-                    if not isinstance(msg, dict):
-                        raise VClusterError(f"unexpected OVSDB message {msg!r}")
-                    return msg
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise VClusterError("OVSDB server closed the connection")
-            self.buf += chunk.decode()
-
-
-def transact(
-    sock_path: str, db: str, ops: list[dict[str, Any]], timeout: float = 10.0
-) -> list[Any]:
-    """One OVSDB ``transact`` on a unix socket; raise if any operation failed."""
-    rpc = _Rpc(sock_path, timeout)
-    try:
-        results = rpc.call("transact", [db, *ops])
-    finally:
-        rpc.close()
-    if not isinstance(results, list):
-        raise VClusterError(f"OVSDB transact on {db}: unexpected reply {results!r}")
-    for op, res in zip(ops, results, strict=False):
-        if not isinstance(res, dict) or "error" in res:
-            raise VClusterError(f"OVSDB {op.get('op')} on {db}.{op.get('table')} failed: {res}")
-    return results
-
-
-def wait_rows(sock_path: str, db: str, table: str, where: list[Any], timeout: float) -> None:
-    """Block until ``table`` has a row matching ``where`` (an OVSDB ``wait``:
-    the server re-checks at every commit, so nothing here polls)."""
-    op = {
-        "op": "wait",
-        "timeout": int(timeout * 1000),
-        "table": table,
-        "where": where,
-        "columns": [],
-        "until": "!=",
-        "rows": [],
-    }
-    try:
-        transact(sock_path, db, [op], timeout=timeout + 5)
-    except (OSError, VClusterError) as err:
-        raise VClusterError(f"no row {where} in {db}.{table} after {timeout:.0f}s: {err}") from err
-
-
-def _uuids(value: Any) -> list[str]:
-    """The UUIDs in an OVSDB datum: ``["uuid", u]`` or ``["set", [["uuid", u], ...]]``."""
-    if isinstance(value, list) and len(value) == 2 and value[0] == "uuid":
-        return [str(value[1])]
-    if isinstance(value, list) and len(value) == 2 and value[0] == "set":
-        return [u for v in value[1] for u in _uuids(v)]
-    return []
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, list) and value[:1] == ["set"] and value[1]:
-        return bool(value[1][0])
-    return False
-
-
-def sb_port_binding(central: OvnCentral, lsp: str, timeout: float = 10.0) -> PortBinding | None:
-    """The SB ``Port_Binding`` of logical port ``lsp`` (None until northd made it)."""
-    sock = _unix_path(central.sb_unix)
-    pb_op = {
-        "op": "select",
-        "table": "Port_Binding",
-        "where": [["logical_port", "==", lsp]],
-        "columns": ["chassis", "additional_chassis", "up"],
-    }
-    ch_op = {"op": "select", "table": "Chassis", "where": [], "columns": ["_uuid", "name"]}
-    pb_res, ch_res = transact(sock, SB_DB_NAME, [pb_op, ch_op], timeout=timeout)
-    rows = pb_res.get("rows", [])
-    if not rows:
-        return None
-    names = {str(r["_uuid"][1]): str(r["name"]) for r in ch_res.get("rows", [])}
-    row = rows[0]
-    main = _uuids(row.get("chassis"))
-    extra = _uuids(row.get("additional_chassis"))
-    return PortBinding(
-        logical_port=lsp,
-        chassis=names.get(main[0], main[0]) if main else None,
-        additional_chassis=tuple(names.get(u, u) for u in extra),
-        up=_bool(row.get("up")),
-    )
-
-
 def sb_chassis(central: OvnCentral, timeout: float = 10.0) -> list[str]:
     """Names of the chassis registered in the SB."""
     op = {"op": "select", "table": "Chassis", "where": [], "columns": ["name"]}
-    (res,) = transact(_unix_path(central.sb_unix), SB_DB_NAME, [op], timeout=timeout)
+    (res,) = transact(unix_path(central.sb_unix), SB_DB_NAME, [op], timeout=timeout)
     return sorted(str(r["name"]) for r in res.get("rows", []))
-
-
-def _unix_path(remote: str) -> str:
-    if not remote.startswith("unix:"):
-        raise VClusterError(f"not a unix socket remote: {remote}")
-    return remote[len("unix:") :]
 
 
 # --- the node's Open_vSwitch database through ovsdbapp -------------------------------
@@ -357,7 +212,7 @@ def _wait_unix(path: Path, alive: Callable[[], bool], timeout: float, what: str)
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            rpc = _Rpc(str(path), timeout=2.0)
+            rpc = Rpc(str(path), timeout=2.0)
             try:
                 rpc.call("list_dbs", [])
                 return
@@ -636,7 +491,7 @@ def wait_chassis(central: OvnCentral, node: VNode, timeout: float = TIMEOUT) -> 
     """Until ``node`` is registered in the SB as a chassis (named after it)."""
     where = [["name", "==", node.name]]
     try:
-        wait_rows(_unix_path(central.sb_unix), SB_DB_NAME, "Chassis", where, timeout)
+        wait_rows(unix_path(central.sb_unix), SB_DB_NAME, "Chassis", where, timeout)
     except VClusterError as err:
         log = _Dirs.of(node).ovn_log / "ovn-controller.log"
         tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
@@ -726,7 +581,7 @@ def add_port_ns(vc: VCluster, node: VNode, lsp_name: str, mac: str, ip_cidr: str
     ``external_ids:iface-id=<lsp_name>`` (ovn-controller binds the logical
     port to this chassis when it sees it) is moved into a new namespace
     ``P o<k>`` and given ``mac`` and ``ip_cidr`` (e.g. ``203.0.113.11/24``).
-    Returns the namespace; :func:`~corral.vcluster.cluster.down` removes it.
+    Returns the namespace; :func:`~corral.vcluster.teardown.down` removes it.
     """
     k = 1 + sum(1 for ns in vc.namespaces if ns.startswith(f"{vc.prefix}{PORT_NS_TAG}"))
     ns = f"{vc.prefix}{PORT_NS_TAG}{k}"
