@@ -31,12 +31,15 @@ Where Corral's time goes: rows from the job's timestamps (the master's job
 store: received, opcode executing, log messages; "Migration completed in
 X s" dates the ``instance_migrate`` RPC), the target QEMU's pid file
 appearing, the source QEMU's exit. Both guests run during the whole
-benchmark (each idles while the other moves).
+benchmark (each idles while the other moves). Each migration starts after
+``SETTLE`` seconds of clean pings, so both sides find the destination's
+memory in the same state (see ``SETTLE``: on this VM, memory freed more than
+~2 s earlier is slow to touch again).
 
 Targets (issue "live migration"): total ratio <= 1.5; pings lost <= floor + 1.
 
 Run as root: ``.venv/bin/python bench/migrate.py [--runs N]`` (or ``make
-bench``); about 40 s for 10 runs.
+bench``); about 100 s for 10 runs.
 """
 
 from __future__ import annotations
@@ -87,7 +90,16 @@ CORRAL_PORT = 8102  # Corral's default migration_port
 FLOOR_PORT = 8112
 SERIAL_SPEED = 38400  # Corral's default: the same console= on both sides
 PING_INTERVAL = 0.01
-SETTLE = 0.3  # seconds of clean pings before each migration
+# Seconds of clean pings before each migration. Long enough that every
+# migration finds the destination's memory in the same state: this VM's
+# balloon reports free pages to its host ~2 s after they are freed, and a
+# destination QEMU that receives into reported pages zeroes them the slow
+# way (perf: clear_page_erms under do_huge_pmd_anonymous_page, 300+ ms of
+# kernel time instead of ~50). With 0.3 s the back-to-back rounds got fast
+# or slow memory by chance, more often slow for whichever side allocated
+# later (Corral: after its CLI and checks), so the figure measured the
+# host's page reporting as much as Corral.
+SETTLE = 3.0
 FLOOR_POLL = 0.01  # the floor's query-migrate interval
 TIMEOUT = 120.0
 PARAMS = (

@@ -1,6 +1,6 @@
 """A small synchronous LUXI client for the CLI and scripts.
 
-Layer: client (imports ``luxi``, ``errors``, ``paths`` only, so the CLI
+Layer: client (imports ``luxi``, ``errors``, ``layout`` only, so the CLI
 starts fast). Errors from the master arrive as the same typed exceptions
 the master raised (:func:`corral.errors.from_wire`).
 """
@@ -10,18 +10,22 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
-from corral import errors, luxi
+from corral import errors, layout, luxi
 from corral.errors import DaemonError
-from corral.paths import Paths
+
+TYPE_CHECKING = False  # not typing's: see corral.errors
+if TYPE_CHECKING:
+    from typing import Any
+
+    from corral.paths import Paths  # not at run time: pathlib (see corral.layout)
 
 FINAL_STATUSES = ("success", "error", "canceled")
 
 
 class Client:
     def __init__(self, paths: Paths | None = None, timeout: float = 120.0) -> None:
-        self.paths = paths or Paths.from_env()
+        self.socket_path = str(paths.master_socket) if paths else layout.master_socket()
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buf = b""
@@ -31,11 +35,11 @@ class Client:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(self.timeout)
             try:
-                s.connect(str(self.paths.master_socket))
+                s.connect(self.socket_path)
             except (FileNotFoundError, ConnectionRefusedError) as err:
                 s.close()
                 raise DaemonError(
-                    f"cannot reach the master daemon at {self.paths.master_socket} "
+                    f"cannot reach the master daemon at {self.socket_path} "
                     f"({err.strerror}); is the cluster initialised and corral-masterd running?"
                 ) from None
             except OSError as err:

@@ -15,11 +15,13 @@ in :mod:`corral.luxi_server` and is imported on first use.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from corral.errors import ProtocolError
 
+TYPE_CHECKING = False  # not typing's: see corral.errors
 if TYPE_CHECKING:
+    from typing import Any
+
     from corral.luxi_server import Request
 
 ETX = b"\x03"
@@ -27,9 +29,24 @@ LUXI_VERSION = 3000000
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
-class Reply(NamedTuple):
-    success: bool
-    result: Any = None
+class Reply:
+    """A decoded reply. A plain class, not a NamedTuple: that needs typing (see corral.errors)."""
+
+    __slots__ = ("result", "success")
+
+    def __init__(self, success: bool, result: Any = None) -> None:
+        self.success = success
+        self.result = result
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Reply):
+            return NotImplemented
+        return (self.success, self.result) == (other.success, other.result)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return f"Reply(success={self.success!r}, result={self.result!r})"
 
 
 def _to_builtins(obj: Any) -> Any:

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+from corral import layout
+
 
 # A NamedTuple, not a dataclass: every gnt-* command imports this module, and
 # importing dataclasses (which imports inspect) costs ~10 ms of its start-up.
@@ -19,7 +21,7 @@ class Paths(NamedTuple):
 
     @classmethod
     def from_env(cls) -> Paths:
-        return cls(Path(os.environ.get("CORRAL_ROOT", "/")))
+        return cls(Path(os.environ.get(layout.ROOT_ENV) or "/"))
 
     @property
     def conf_dir(self) -> Path:
@@ -47,7 +49,7 @@ class Paths(NamedTuple):
 
     @property
     def master_socket(self) -> Path:
-        return self.run_dir / "socket/corral-master"
+        return self.root / layout.MASTER_SOCKET
 
     @property
     def masterd_pidfile(self) -> Path:

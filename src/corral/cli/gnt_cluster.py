@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
 from corral.cli.common import (
     EXIT_FAILURE,
@@ -24,7 +23,10 @@ from corral.cli.common import (
 from corral.cli.tags import tag_commands
 from corral.client import Client
 from corral.errors import ECode, ParameterError
-from corral.paths import Paths
+
+TYPE_CHECKING = False  # not typing's: see corral.errors
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _hv_options(values: list[str] | None) -> dict[str, dict[str, str]]:
@@ -117,6 +119,7 @@ def _setup_init(p: argparse.ArgumentParser) -> None:
 def cmd_init(client: Client, args: argparse.Namespace) -> int:
     from corral import bootstrap
     from corral.daemons import masterd, noded
+    from corral.paths import Paths  # pathlib: only the commands that need it
 
     paths = Paths.from_env()
     data = bootstrap.init_cluster(
@@ -158,6 +161,8 @@ def cmd_destroy(client: Client, args: argparse.Namespace) -> int:
         raise UsageError("destroying a cluster is irreversible; run with --yes-do-it", ECode.INVAL)
     submit_or_wait(client, [{"OP_ID": "OP_CLUSTER_DESTROY"}], args)
     client.close()
+    from corral.paths import Paths  # pathlib: only the commands that need it
+
     paths = Paths.from_env()
     bootstrap.stop_masterd(paths)
     noded.stop(paths)
@@ -186,6 +191,8 @@ def cmd_master_failover(client: Client, args: argparse.Namespace) -> int:
             "--no-voting can give two masters if the old one is alive; add --yes-do-it to confirm",
             ECode.INVAL,
         )
+    from corral.paths import Paths  # pathlib: only the commands that need it
+
     paths = Paths.from_env()
     old = asyncio.run(failover.master_failover(paths, no_voting=args.no_voting))
     masterd.start_background(paths, extra_args=["--no-voting"] if args.no_voting else [])

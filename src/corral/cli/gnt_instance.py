@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
 
-from corral.cli import console, migrate, modify, reinstall
+from corral.cli import migrate
 from corral.cli.common import (
+    DISK_KEYS,
     EXIT_SUCCESS,
+    NIC_KEYS,
     Command,
     UsageError,
     add_list_options,
@@ -21,6 +22,7 @@ from corral.cli.common import (
     confirm,
     format_unit,
     indexed_options,
+    lazy,
     list_command,
     list_fields_command,
     op_common,
@@ -36,34 +38,35 @@ from corral.cli.tags import tag_commands
 from corral.client import Client
 from corral.errors import ECode, ParameterError
 
-DEFAULT_FIELDS = ["name", "hypervisor", "os", "pnode", "status", "oper_ram"]
+TYPE_CHECKING = False  # not typing's: see corral.errors
+if TYPE_CHECKING:
+    from typing import Any
 
-_NIC_KEYS = {"mac", "ip", "mode", "link", "vlan", "network", "name"}
-_DISK_KEYS = {"size", "mode", "name", "spindles"}
+DEFAULT_FIELDS = ["name", "hypervisor", "os", "pnode", "status", "oper_ram"]
 
 
 def nic_defs(values: list[str]) -> list[dict[str, Any]]:
     out = []
     for i, kv in enumerate(indexed_options(values, "nics")):
-        unknown = set(kv) - _NIC_KEYS
+        unknown = set(kv) - NIC_KEYS
         if unknown:
             raise ParameterError(
                 f"nics[{i}]",
                 f"unknown NIC parameter(s) "
                 f"{', '.join(sorted(unknown))}; known: "
-                f"{', '.join(sorted(_NIC_KEYS))}",
+                f"{', '.join(sorted(NIC_KEYS))}",
             )
         out.append(dict(kv))
     return out
 
 
 def disk_def(kv: dict[str, str], field: str) -> dict[str, Any]:
-    unknown = set(kv) - _DISK_KEYS
+    unknown = set(kv) - DISK_KEYS
     if unknown:
         raise ParameterError(
             field,
             f"unknown disk parameter(s) {', '.join(sorted(unknown))};"
-            f" known: {', '.join(sorted(_DISK_KEYS))}",
+            f" known: {', '.join(sorted(DISK_KEYS))}",
         )
     if "size" not in kv:
         raise ParameterError(field, "missing size (e.g. --disk 0:size=10G)")
@@ -434,10 +437,31 @@ COMMANDS = [
     Command("reboot", cmd_reboot, _setup_reboot, "reboot instances"),
     Command("remove", cmd_remove, _setup_remove, "remove an instance and its disks"),
     Command("rename", cmd_rename, _setup_rename, "rename a stopped instance"),
-    Command("reinstall", reinstall.run, reinstall.setup, "reinstall stopped instances"),
-    Command("modify", modify.run, modify.setup, "change NICs, disks or parameters of an instance"),
-    Command("grow-disk", modify.run_grow_disk, modify.setup_grow_disk, "grow an instance disk"),
-    Command("console", console.run, console.setup, "connect to the console of an instance"),
+    # In their own modules, imported only by the command that needs them.
+    Command(
+        "reinstall",
+        lazy("reinstall", "run"),
+        lazy("reinstall", "setup"),
+        "reinstall stopped instances",
+    ),
+    Command(
+        "modify",
+        lazy("modify", "run"),
+        lazy("modify", "setup"),
+        "change NICs, disks or parameters of an instance",
+    ),
+    Command(
+        "grow-disk",
+        lazy("modify", "run_grow_disk"),
+        lazy("modify", "setup_grow_disk"),
+        "grow an instance disk",
+    ),
+    Command(
+        "console",
+        lazy("console", "run"),
+        lazy("console", "setup"),
+        "connect to the console of an instance",
+    ),
     Command("migrate", migrate.run_migrate, migrate.setup_migrate, "migrate an instance (live)"),
     Command(
         "failover",

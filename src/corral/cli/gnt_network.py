@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
-from typing import Any
 
 from corral.cli.common import (
     EXIT_SUCCESS,
@@ -30,6 +29,10 @@ from corral.cli.common import (
 from corral.cli.tags import tag_commands
 from corral.client import Client
 from corral.errors import ECode, OpPrereqError, ParameterError
+
+TYPE_CHECKING = False  # not typing's: see corral.errors
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_FIELDS = ["name", "network", "gateway", "mac_prefix", "group_list", "tags"]
 NIC_MODES = ("bridged", "routed", "openvswitch", "ovn")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from corral.cli.common import (
     EXIT_FAILURE,
@@ -36,6 +35,10 @@ from corral.cli.migrate import (
 from corral.cli.tags import tag_commands
 from corral.client import Client
 from corral.errors import ECode
+
+TYPE_CHECKING = False  # not typing's: see corral.errors
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_FIELDS = ["name", "dtotal", "dfree", "mtotal", "mnode", "mfree", "pinst_cnt", "sinst_cnt"]
 

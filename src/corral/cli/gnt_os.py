@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any
 
 from corral.cli.common import (
     EXIT_SUCCESS,
@@ -20,6 +19,10 @@ from corral.cli.common import (
     print_table,
 )
 from corral.client import Client
+
+TYPE_CHECKING = False  # not typing's: see corral.errors
+if TYPE_CHECKING:
+    from typing import Any
 
 API_V15, API_V20 = 15, 20
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any
 
 from corral.cli.common import (
     EXIT_FAILURE,
@@ -31,6 +30,10 @@ from corral.cli.common import (
 )
 from corral.client import Client
 from corral.errors import CorralError, ECode
+
+TYPE_CHECKING = False  # not typing's: see corral.errors
+if TYPE_CHECKING:
+    from typing import Any
 
 MIGRATION_MODES = ("live", "non-live")
 DEFAULT_SHUTDOWN_TIMEOUT = 120.0  # Ganeti's default, seconds

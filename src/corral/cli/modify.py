@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any, Literal, NamedTuple
 
 from corral.cli.common import (
+    DISK_KEYS,
     EXIT_FAILURE,
     EXIT_SUCCESS,
+    NIC_KEYS,
     UsageError,
     add_submit_options,
     confirm,
@@ -39,21 +40,22 @@ from corral.cli.common import (
 from corral.client import Client
 from corral.errors import ECode, ParameterError
 
-DeviceKind = Literal["nic", "disk"]
-Action = Literal["add", "remove", "modify"]
+TYPE_CHECKING = False  # not typing's: see corral.errors
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    DeviceKind = Literal["nic", "disk"]
+    Action = Literal["add", "remove", "modify"]
 Ident = int | str
 
-# Same keys as ``gnt-instance add`` accepts (gnt_instance._NIC_KEYS/_DISK_KEYS);
-# kept here because gnt_instance imports this module, not the other way round.
-NIC_KEYS = frozenset({"mac", "ip", "mode", "link", "vlan", "network", "name"})
-DISK_ADD_KEYS = frozenset({"size", "mode", "name", "spindles"})
+# Added devices take the keys ``gnt-instance add`` accepts.
 # Size and spindles of an existing disk change through grow-disk, not modify.
 DISK_MODIFY_KEYS = frozenset({"mode", "name"})
 
 _KEYS: dict[tuple[DeviceKind, Action], frozenset[str]] = {
     ("nic", "add"): NIC_KEYS,
     ("nic", "modify"): NIC_KEYS,
-    ("disk", "add"): DISK_ADD_KEYS,
+    ("disk", "add"): DISK_KEYS,
     ("disk", "modify"): DISK_MODIFY_KEYS,
 }
 _ACTIONS: tuple[Action, ...] = ("add", "remove", "modify")
@@ -67,13 +69,21 @@ NOT_LIVE_NOTE = (
 )
 
 
-class DeviceChange(NamedTuple):
-    """One parsed ``--net``/``--disk`` value: the device kind and the opcode's triple."""
+class DeviceChange:
+    """One parsed ``--net``/``--disk`` value: the device kind and the opcode's triple.
 
-    kind: DeviceKind
-    action: Action
-    ident: Ident
-    params: dict[str, Any]  # a NamedTuple, not a dataclass: dataclasses costs every CLI ~10 ms
+    A plain class: a NamedTuple needs typing, a dataclass dataclasses (and
+    inspect), milliseconds of every hotplug command's start."""
+
+    __slots__ = ("action", "ident", "kind", "params")
+
+    def __init__(
+        self, kind: DeviceKind, action: Action, ident: Ident, params: dict[str, Any]
+    ) -> None:
+        self.kind = kind
+        self.action = action
+        self.ident = ident
+        self.params = params
 
     def to_op(self) -> list[Any]:
         return [self.action, self.ident, dict(self.params)]

@@ -16,9 +16,12 @@ Values are quoted strings, numbers, ``true``/``false``, or ``m/regex/`` for
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from corral.errors import ParameterError
+
+TYPE_CHECKING = False  # not typing's: see corral.errors
+if TYPE_CHECKING:
+    from typing import Any
 
 _TOKEN = re.compile(
     r"""

@@ -9,7 +9,6 @@ first, since a reinstall removes all data of the instance.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from corral.cli.common import (
     EXIT_FAILURE,
@@ -22,6 +21,10 @@ from corral.cli.common import (
 )
 from corral.client import Client
 from corral.errors import ECode
+
+TYPE_CHECKING = False  # not typing's: see corral.errors
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def setup(p: argparse.ArgumentParser) -> None:

@@ -136,8 +136,14 @@ def pid_of(files: KvmFiles, name: str) -> int | None:
     return pid
 
 
-async def wait_exit(files: KvmFiles, name: str, pid: int, timeout: float) -> bool:
-    """Whether QEMU ``pid`` of ``name`` is gone within ``timeout`` seconds."""
+async def wait_exit(
+    files: KvmFiles, name: str, pid: int, timeout: float, send: signal.Signals | None = None
+) -> bool:
+    """Whether QEMU ``pid`` of ``name`` is gone within ``timeout`` seconds.
+
+    ``send``: signal it first, through the same pidfd, so a pid reused after
+    an exit is never hit.
+    """
     loop = asyncio.get_running_loop()
     # A pidfd is readable the moment the process exits (after its memory is
     # released): no polling delay on the migration's last step.
@@ -151,6 +157,9 @@ async def wait_exit(files: KvmFiles, name: str, pid: int, timeout: float) -> boo
         try:
             if pid_of(files, name) != pid:  # opened after an exit or for a reused pid
                 return True
+            if send is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(pidfd, send)
             exited: asyncio.Future[None] = loop.create_future()
 
             def on_exit() -> None:
@@ -167,6 +176,9 @@ async def wait_exit(files: KvmFiles, name: str, pid: int, timeout: float) -> boo
                 loop.remove_reader(pidfd)
         finally:
             os.close(pidfd)
+    if send is not None and pid_of(files, name) == pid:  # no pidfds: by pid, checked
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, send)
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         if pid_of(files, name) != pid:
@@ -178,9 +190,7 @@ async def wait_exit(files: KvmFiles, name: str, pid: int, timeout: float) -> boo
 async def kill(files: KvmFiles, name: str, pid: int) -> None:
     """SIGTERM, then SIGKILL: for a QEMU that does not answer on QMP."""
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if await wait_exit(files, name, pid, wait):
+        if await wait_exit(files, name, pid, wait, send=sig):
             return
     raise HypervisorError(f"QEMU of {name} (pid {pid}) does not die", ECode.FAULT)
 
