@@ -112,6 +112,11 @@ async def open_nics(
     return out
 
 
+def _marker(files: KvmFiles, name: str) -> bytes:
+    """What only this instance's QEMU has in its argv: its QMP socket path."""
+    return str(files.ctrl_dir / f"{name}.qmp").encode()
+
+
 def pid_of(files: KvmFiles, name: str) -> int | None:
     """The pid of this instance's QEMU, if it runs (checked against its argv)."""
     try:
@@ -124,8 +129,7 @@ def pid_of(files: KvmFiles, name: str) -> int | None:
     except OSError:
         return None
     # The pid file could be stale and the pid reused: the QMP socket path is ours.
-    qmp = str(files.ctrl_dir / f"{name}.qmp").encode()
-    if not any(qmp in a for a in argv):
+    if not any(_marker(files, name) in a for a in argv):
         return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -134,6 +138,18 @@ def pid_of(files: KvmFiles, name: str) -> int | None:
     except (OSError, IndexError):
         return None
     return pid
+
+
+def _reused(files: KvmFiles, name: str, pid: int) -> bool:
+    """Whether ``pid`` now names another program than this instance's QEMU."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read()
+    except OSError:
+        return True
+    # Empty: a main thread that exited while the others still end (its argv
+    # went with its memory). Not reaped yet, so still ours.
+    return bool(argv) and _marker(files, name) not in argv
 
 
 async def wait_exit(
@@ -145,8 +161,9 @@ async def wait_exit(
     an exit is never hit.
     """
     loop = asyncio.get_running_loop()
-    # A pidfd is readable the moment the process exits (after its memory is
-    # released): no polling delay on the migration's last step.
+    # A pidfd turns readable once every thread has ended, after the kernel
+    # freed the guest's memory and closed QEMU's files (its taps): gone for
+    # good. The main thread's zombie shows ~20 ms earlier, taps still open.
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -155,7 +172,7 @@ async def wait_exit(
         pidfd = -1
     if pidfd >= 0:
         try:
-            if pid_of(files, name) != pid:  # opened after an exit or for a reused pid
+            if _reused(files, name, pid):  # opened after our QEMU was reaped
                 return True
             if send is not None:
                 with contextlib.suppress(ProcessLookupError):

@@ -203,15 +203,6 @@ async def finalize_dst(drv: KvmHypervisor, inst: InstanceSpec, success: bool, li
             await mon.execute("announce-self", {"initial": 20, "max": 60, "rounds": 3, "step": 40})
 
 
-async def _completed(drv: KvmHypervisor, name: str) -> bool:
-    """Whether this QEMU says its outgoing migration completed (it is spent)."""
-    try:
-        mon = await drv._monitor(name)
-        return _status(await mon.execute("query-migrate")).status == "completed"
-    except HypervisorError:
-        return False
-
-
 async def finalize_src(drv: KvmHypervisor, inst: InstanceSpec, success: bool, live: bool) -> None:
     name = inst.name
     drv.files.check_name(name)
@@ -220,8 +211,7 @@ async def finalize_src(drv: KvmHypervisor, inst: InstanceSpec, success: bool, li
         if success:
             drv._stopping.add(name)
             try:
-                spent = pid is not None and await _completed(drv, name)
-                await drv._terminate(name, pid, context="migrate-source", spent=spent)
+                await drv._terminate(name, pid, context="migrate-source")
             finally:
                 drv._stopping.discard(name)
             return
