@@ -14,8 +14,9 @@ from typing import NamedTuple
 from corral import layout
 
 
-# A NamedTuple, not a dataclass: every gnt-* command imports this module, and
-# importing dataclasses (which imports inspect) costs ~10 ms of its start-up.
+# A NamedTuple, not a dataclass: importing dataclasses (which imports inspect)
+# costs ~10 ms of the start-up of every command that needs paths (gnt-cluster
+# init, the daemons). Everyday gnt-* commands do without: see corral.layout.
 class Paths(NamedTuple):
     root: Path
 
