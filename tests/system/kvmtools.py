@@ -249,11 +249,13 @@ def reachable_after_migration(
     migrations with a CPU hog running (none in 80 without), and every time
     for the first slow one of a guest (16 MiB/s, ~4 s: silent for 23-52 s;
     later slow ones ~2 s; 40 s of uptime first changes nothing). QEMU runs,
-    every bridge points at the new tap, the echo requests reach the tap, yet
-    QEMU takes none into the guest's RX ring (buffers posted, unused) until
-    the guest comes back. Not packets queued while QEMU waited for the
+    every bridge points at the new tap, QEMU reads the echo requests from
+    the tap, puts them into the guest's RX ring and notifies the guest
+    (``x-query-virtio-queue-status``: used and signalled indexes advance),
+    and the guest does not process them until it comes back; ``stop`` +
+    ``cont`` does not wake it. Not packets queued while QEMU waited for the
     stream: a tap put into the bridge only after ``completed`` stalls too.
-    QEMU/TCG guest-side, open. Everything before this call is asserted; this
+    QEMU/TCG guest-side (interrupts or the guest's clock), open. Everything before this call is asserted; this
     records the one symptom as ``xfail`` with a diagnosis: does the guest
     still report a hot-added NIC (a network fault) or not (the guest stalls)?
     """
