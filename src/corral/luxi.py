@@ -38,16 +38,6 @@ class Reply:
         self.success = success
         self.result = result
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Reply):
-            return NotImplemented
-        return (self.success, self.result) == (other.success, other.result)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
-
-    def __repr__(self) -> str:
-        return f"Reply(success={self.success!r}, result={self.result!r})"
-
 
 def _to_builtins(obj: Any) -> Any:
     # Only for what json cannot encode itself (a Struct, a set, a dataclass…):

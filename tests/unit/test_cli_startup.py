@@ -187,7 +187,8 @@ def test_reply_from_the_master_decodes() -> None:
     reply = luxi.decode_reply(luxi.encode_reply(True, result)[:-1])
     assert reply.success is True
     assert reply.result == msgspec.json.decode(msgspec.json.encode(result))
-    assert luxi.decode_reply(b'{"success":false,"extra":1}') == luxi.Reply(False, None)
+    failed = luxi.decode_reply(b'{"success":false,"extra":1}')
+    assert (failed.success, failed.result) == (False, None)
 
 
 @pytest.mark.parametrize(
